@@ -1,0 +1,5 @@
+import sys
+
+from mmanet.cli import main
+
+sys.exit(main())

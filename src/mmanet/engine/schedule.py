@@ -1,0 +1,58 @@
+"""Learning-rate schedules, stepped once per iteration (SPEC §5)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from mmanet.config import OptimConfig
+
+
+class WarmupSchedule:
+    """Multiplier of the base lr: linear warm-up over ``warmup_epochs``, then the decay.
+
+    ``step``: × ``gamma`` once ``milestone`` epochs are done, for each milestone (the
+    convention of PyTorch's MultiStepLR); ``cosine``: cosine to zero;
+    ``constant``: 1.
+    """
+
+    def __init__(self, cfg: OptimConfig, steps_per_epoch: int) -> None:
+        self.kind = cfg.scheduler
+        self.steps_per_epoch = steps_per_epoch
+        self.warmup_steps = cfg.warmup_epochs * steps_per_epoch
+        self.total_steps = cfg.epochs * steps_per_epoch
+        self.milestones = sorted(cfg.milestones)
+        self.gamma = cfg.gamma
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.kind == "step":
+            epochs_done = step // self.steps_per_epoch
+            return self.gamma ** sum(epochs_done >= m for m in self.milestones)
+        if self.kind == "cosine":
+            span = max(1, self.total_steps - self.warmup_steps)
+            return 0.5 * (1 + math.cos(math.pi * (step - self.warmup_steps) / span))
+        return 1.0
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    if cfg.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch
+        )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupSchedule(cfg, steps_per_epoch))
+
+
+def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -1,0 +1,342 @@
+"""The one training loop for every method: teacher, SF-MD, +SP, +MAD, +SR, +MAR, MMANet.
+
+A step computes ``L = L_task + α·L_MAD + β·L_MAR`` (SPEC §1); which terms are on is
+configuration (``method.distill``, ``method.regularize``), not a different loop.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+import mmanet
+from mmanet.config import Config, ConfigError, save_config, to_dict
+from mmanet.data import DataBundle, build_data, collate
+from mmanet.engine.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    load_into,
+    load_meta,
+    load_training_state,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from mmanet.engine.evaluate import combination_confusions, evaluate_combinations
+from mmanet.engine.logger import RunLogger
+from mmanet.engine.schedule import build_optimizer, build_scheduler
+from mmanet.io import atomic_write_json
+from mmanet.losses import WeakCombinationMiner, mad_loss
+from mmanet.modality import MaskSampler, drop_one_masks, full_mask, mask_codes
+from mmanet.models import UnifiedNetwork, build_model
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_loader(
+    dataset: Dataset, batch_size: int, num_workers: int, shuffle: bool = False,
+    generator: torch.Generator | None = None, drop_last: bool = False,
+) -> DataLoader:
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+        drop_last=drop_last, num_workers=num_workers, collate_fn=collate,
+        persistent_workers=num_workers > 0,
+    )
+
+
+def load_network(checkpoint: str | Path, config: Config, bundle: DataBundle,
+                 reg_head: bool = False) -> UnifiedNetwork:
+    """Build the configured network and load a checkpoint's weights into it."""
+    path = resolve_checkpoint(checkpoint)
+    meta = load_meta(path)
+    if meta.get("modalities") != list(bundle.modalities):
+        raise CheckpointError(
+            f"{path}: trained on modalities {meta.get('modalities')}, "
+            f"the data has {list(bundle.modalities)}"
+        )
+    model = build_model(config.model, bundle.modalities, bundle.input_shapes,
+                        bundle.num_classes, reg_head=reg_head)
+    load_into(model, path)
+    return model
+
+
+class Trainer:
+    """Trains one method on one dataset into ``config.out``; resumable at epoch boundaries."""
+
+    def __init__(self, config: Config, data: DataBundle | None = None) -> None:
+        self.cfg = config
+        self.run_dir = Path(config.out)
+        self.device = resolve_device(config.device)
+        self.data = data if data is not None else build_data(config.data)
+        method = config.method
+        m = len(self.data.modalities)
+
+        torch.manual_seed(config.seed)
+        self.model = build_model(
+            config.model, self.data.modalities, self.data.input_shapes,
+            self.data.num_classes, reg_head=method.regularize != "none",
+        ).to(self.device)
+        self.teacher = self._load_teacher() if method.distill != "none" else None
+        self.mask_generator = torch.Generator().manual_seed(config.seed + 1)
+        self.data_generator = torch.Generator().manual_seed(config.seed + 2)
+        self.sampler = MaskSampler(m, method.mask_probabilities)
+        self.train_loader = make_loader(
+            self.data.train, config.data.batch_size, config.data.num_workers, shuffle=True,
+            generator=self.data_generator, drop_last=len(self.data.train) > config.data.batch_size,
+        )
+        self.optimizer = build_optimizer(self.model, config.optim)
+        self.scheduler = build_scheduler(self.optimizer, config.optim, len(self.train_loader))
+        self.miner = (
+            WeakCombinationMiner(m, method.mar.warmup_epochs, method.regularize,
+                                 method.mar.distribution)
+            if method.regularize != "none" else None
+        )
+        self.epoch = 0
+        self.logger: RunLogger | None = None
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def _load_teacher(self) -> UnifiedNetwork:
+        source = self.cfg.method.teacher
+        if source is None:
+            raise ConfigError(
+                f"method.distill={self.cfg.method.distill!r} needs method.teacher=<teacher run>"
+            )
+        teacher = load_network(source, self.cfg, self.data).to(self.device)
+        teacher.eval().requires_grad_(False)
+        return teacher
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "format": "mmanet-checkpoint-1",
+            "code_version": mmanet.__version__,
+            "method": self.cfg.method.name,
+            "modalities": list(self.data.modalities),
+            "input_shapes": {k: list(v) for k, v in self.data.input_shapes.items()},
+            "class_names": list(self.data.class_names),
+            "miner": self.miner_summary(),
+            "config": to_dict(self.cfg),
+        }
+
+    def miner_summary(self) -> dict[str, Any] | None:
+        if self.miner is None:
+            return None
+        names = self.model.modalities
+        return {
+            "mode": self.miner.mode,
+            "memory_bank": self.miner.memory_bank[: self.miner.filled].tolist(),
+            "dropped": list(names),
+            "omega": [names.mask_name(mask) for mask in self.miner.omega or []],
+        }
+
+    # -- state ----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        np_state = np.random.get_state()
+        return {
+            "epoch": self.epoch,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "miner": self.miner.state_dict() if self.miner else None,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "mask": self.mask_generator.get_state(),
+                "data": self.data_generator.get_state(),
+                "python": list(random.getstate()[1]),
+                "python_gauss": random.getstate()[2],
+                "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
+                "numpy_pos": int(np_state[2]),
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = int(state["epoch"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.miner is not None and state["miner"] is not None:
+            self.miner.load_state_dict(state["miner"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.mask_generator.set_state(rng["mask"])
+        self.data_generator.set_state(rng["data"])
+        random.setstate((3, tuple(rng["python"]), rng["python_gauss"]))
+        np.random.set_state(("MT19937", rng["numpy"].numpy().astype(np.uint32), rng["numpy_pos"]))
+
+    def save(self) -> Path:
+        return save_checkpoint(
+            self.run_dir, self.epoch, self.model.state_dict(), self.state_dict(), self.meta()
+        )
+
+    def resume(self) -> bool:
+        """Continue from the latest complete checkpoint of the run, if there is one."""
+        path = latest_checkpoint(self.run_dir)
+        if path is None:
+            return False
+        load_into(self.model, path)
+        self.load_state_dict(load_training_state(path))
+        return True
+
+    # -- training -------------------------------------------------------------------------
+
+    def fit(self, resume: bool = False, stop_after: int | None = None) -> dict[str, Any] | None:
+        """Train to ``optim.epochs`` (or stop after epoch ``stop_after``) and evaluate.
+
+        Returns the test results once training is complete, else None.
+        """
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(self.cfg, self.run_dir / "config.yaml")
+        self.logger = RunLogger(self.run_dir, self.cfg.tensorboard)
+        if resume and self.resume():
+            self.logger.resume(self.epoch)
+        try:
+            for epoch in range(self.epoch + 1, self.cfg.optim.epochs + 1):
+                self.epoch = epoch
+                row = self.train_epoch(epoch)
+                if self.miner is not None and self.miner.needs_mining(epoch):
+                    row.update(self.mine(epoch))
+                self.logger.log(row)
+                self.save()
+                if stop_after is not None and epoch >= stop_after:
+                    break
+        finally:
+            self.logger.close()
+        if self.epoch < self.cfg.optim.epochs:
+            return None
+        return self.test()
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        cfg, method = self.cfg, self.cfg.method
+        model, device = self.model, self.device
+        model.train()
+        names = model.modalities
+        m = len(names)
+        omega = self.miner.omega_lookup(device) if self.miner is not None else None
+        weighting = "uniform" if method.distill == "sp" else method.mad.weighting
+        sums: dict[str, float] = defaultdict(float)
+        correct = torch.zeros(2**m, dtype=torch.long)
+        seen = torch.zeros(2**m, dtype=torch.long)
+        steps = 0
+        start = time.perf_counter()
+        bar = tqdm(self.train_loader, desc=f"{method.name} epoch {epoch}/{cfg.optim.epochs}",
+                   leave=False, disable=not cfg.progress, dynamic_ncols=True)
+        for inputs, labels in bar:
+            inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
+            labels = labels.to(device, non_blocking=True)
+            b = labels.shape[0]
+            if method.dropout:
+                mask = self.sampler.sample(b, self.mask_generator).to(device)
+            else:
+                mask = torch.ones(b, m, device=device)
+
+            out = model.fuse(model.encode(inputs), mask)
+            task_loss = F.cross_entropy(out.logits, labels)
+            loss = task_loss
+            terms = {"loss_task": task_loss.detach()}
+
+            if self.teacher is not None:
+                with torch.no_grad():
+                    teacher_out = self.teacher(inputs)
+                use_fused = method.mad.features == "fused"
+                distill = mad_loss(
+                    out.fused if use_fused else out.features,
+                    teacher_out.fused if use_fused else teacher_out.features,
+                    teacher_out.logits,
+                    relation=method.mad.relation,
+                    weighting=weighting,
+                )
+                loss = loss + method.alpha * distill
+                terms["loss_mad"] = distill.detach()
+
+            if omega is not None:
+                selected = omega[mask_codes(mask)]
+                # L_MAR is the mean over the Ω samples, 0 when there are none; a single
+                # sample is skipped because batch normalisation needs two.
+                if int(selected.sum()) > 1:
+                    reg_out = model.apply_head(out.fused[selected], "reg_head")
+                    reg_loss = F.cross_entropy(reg_out.logits, labels[selected])
+                    loss = loss + method.beta * reg_loss
+                    terms["loss_mar"] = reg_loss.detach()
+                terms["mar_fraction"] = selected.float().mean()
+
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+
+            terms["loss"] = loss.detach()
+            for key, value in terms.items():
+                sums[key] += float(value)
+            steps += 1
+            codes = mask_codes(mask).cpu()
+            hits = (out.logits.detach().argmax(1) == labels).cpu().long()
+            correct.index_add_(0, codes, hits)
+            seen.index_add_(0, codes, torch.ones_like(hits))
+            bar.set_postfix(loss=f"{terms['loss'].item():.3f}")
+
+        row: dict[str, Any] = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
+        row.update({key: value / steps for key, value in sums.items()})
+        row["epoch_seconds"] = time.perf_counter() - start
+        for mask in names.combinations:
+            code = sum(bit << i for i, bit in enumerate(mask))
+            if seen[code] > 0:
+                row[f"train_acc/{names.mask_name(mask)}"] = 100.0 * float(correct[code]) / float(seen[code])
+        return row
+
+    # -- MAR mining -----------------------------------------------------------------------
+
+    def mine(self, epoch: int) -> dict[str, Any]:
+        """One MAR mining pass (SPEC §4 steps 1-4) after warm-up epoch ``epoch``."""
+        assert self.miner is not None
+        method = self.cfg.method
+        dataset = (self.data.train_eval or self.data.train) if method.mar.mining_split == "train" \
+            else self.data.val
+        loader = make_loader(dataset, self.cfg.data.eval_batch_size, self.cfg.data.num_workers)
+        m = len(self.data.modalities)
+        masks = [full_mask(m), *drop_one_masks(m)]
+        confusions = combination_confusions(
+            self.model, loader, masks, self.data.num_classes, self.device
+        )
+        g = self.miner.update(epoch, confusions.sum(dim=1))  # predicted-label counts, (m+1, k)
+        row: dict[str, Any] = {
+            f"mar_g/{name}": float(value) for name, value in zip(self.data.modalities, g, strict=True)
+        }
+        names = self.model.modalities
+        for mask, confusion in zip(masks, confusions, strict=True):
+            row[f"mine_acc/{names.mask_name(mask)}"] = (
+                100.0 * float(confusion.diag().sum()) / float(confusion.sum())
+            )
+        if self.miner.omega is not None:
+            row["omega"] = ";".join(names.mask_name(mask) for mask in self.miner.omega)
+        atomic_write_json(self.run_dir / "miner.json", self.miner_summary())
+        return row
+
+    # -- evaluation -----------------------------------------------------------------------
+
+    def test(self, split: str = "test") -> dict[str, Any]:
+        """Evaluate every combination on ``split`` and write ``results.json``."""
+        loader = make_loader(self.data.split(split), self.cfg.data.eval_batch_size,
+                             self.cfg.data.num_workers)
+        results = evaluate_combinations(
+            self.model, loader, self.data.num_classes, self.device,
+            bona_fide_class=self.cfg.data.bona_fide_class,
+        )
+        report = {"method": self.cfg.method.name, "split": split, "epoch": self.epoch, **results}
+        if self.miner is not None:
+            report["omega"] = self.miner_summary()["omega"]
+        atomic_write_json(self.run_dir / f"results_{split}.json", report)
+        return report

@@ -1,0 +1,123 @@
+"""Train and evaluate a list of methods over seeds, reusing finished runs, and tabulate.
+
+Layout under ``out``: ``seed-<s>/<method>/`` per run (the teacher first, since the
+students distil from it), then ``results.json`` and ``results.md`` for the comparison.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import mmanet
+from mmanet.config import ConfigError, build_config, deep_merge, to_dict
+from mmanet.data import DataBundle, build_data
+from mmanet.engine import Trainer
+from mmanet.io import atomic_write_json, atomic_write_text
+from mmanet.report import aggregate, comparison_table
+
+ABLATION_METHODS = ["sf_md", "sf_md_sp", "sf_mad", "sf_mad_sr", "mmanet"]
+
+
+def run_method(
+    method: str,
+    seed: int,
+    out: Path,
+    config_path: str | Path | None,
+    overrides: Mapping[str, Any],
+    data: DataBundle,
+    teacher_dir: Path | None,
+    split: str = "test",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train one method (or reuse the finished run) and return its report on ``split``."""
+    run_dir = out / f"seed-{seed}" / method
+    layer: dict[str, Any] = {"seed": seed, "out": str(run_dir), "method": {"name": method}}
+    if teacher_dir is not None:
+        layer["method"]["teacher"] = str(teacher_dir)
+    config = build_config(config_path, deep_merge(dict(overrides), layer))
+    config.progress = progress
+    report_path = run_dir / f"results_{split}.json"
+    saved = run_dir / "config.yaml"
+    if saved.is_file():
+        previous = yaml.safe_load(saved.read_text())
+        current = {**to_dict(config), "progress": previous.get("progress")}
+        if previous != current:
+            raise ConfigError(
+                f"{run_dir} holds a run with a different config; choose another --out or remove it"
+            )
+        if report_path.is_file():
+            return json.loads(report_path.read_text())
+    trainer = Trainer(config, data)
+    report = trainer.fit(resume=True)
+    if report is None or split != "test":
+        report = trainer.test(split)
+    return report
+
+
+def compare(
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    out: str | Path,
+    config_path: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    split: str = "test",
+    metric: str = "error",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train the teacher and every method for every seed; write the comparison tables."""
+    out = Path(out)
+    overrides = dict(overrides or {})
+    base = build_config(config_path, overrides)
+    data = build_data(base.data)
+    reports: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+    for seed in seeds:
+        teacher_dir = out / f"seed-{seed}" / "teacher"
+        teacher_report = run_method("teacher", seed, out, config_path, overrides, data, None,
+                                    split, progress)
+        reports.setdefault("teacher", []).append(teacher_report)
+        for method in methods:
+            if method == "teacher":
+                continue
+            reports[method].append(
+                run_method(method, seed, out, config_path, overrides, data, teacher_dir, split,
+                           progress)
+            )
+    students = {m: aggregate(reports[m], metric) for m in methods if m != "teacher"}
+    summary = {
+        "metric": metric,
+        "split": split,
+        "seeds": list(seeds),
+        "code_version": mmanet.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "config": to_dict(base),
+        "teacher": aggregate(reports["teacher"], metric),
+        "methods": students,
+    }
+    atomic_write_json(out / "results.json", summary)
+    write_tables(summary, out / "results.md")
+    return summary
+
+
+def write_tables(summary: Mapping[str, Any], path: Path) -> str:
+    metric, methods = summary["metric"], summary["methods"]
+    grouped = comparison_table(methods, metric)
+    full = comparison_table(methods, metric, max_rows=10**6)
+    seeds = summary["seeds"]
+    text = (
+        f"# Comparison ({metric} in %, {summary['split']} split, "
+        f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})\n\n"
+        f"{grouped}\n\n## Every combination\n\n{full}\n"
+    )
+    atomic_write_text(path, text)
+    return text
+
+
+def demo_config_path() -> Path:
+    return Path(mmanet.__file__).parent / "configs" / "mfeat" / "demo.yaml"
+

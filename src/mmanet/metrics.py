@@ -1,0 +1,53 @@
+"""Metrics from confusion matrices: error/accuracy, and APCER/BPCER/ACER (ISO/IEC 30107-3).
+
+All rates are percentages. A confusion matrix has true classes as rows and
+predicted classes as columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+
+def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(k, k) counts: entry (t, p) counts samples of true class t predicted as p."""
+    flat = labels.reshape(-1).long() * num_classes + predictions.reshape(-1).long()
+    return torch.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def classification_metrics(
+    confusion: torch.Tensor, bona_fide_class: int | None = None
+) -> dict[str, float]:
+    """Accuracy and error rate; for a two-class task with ``bona_fide_class`` set, also
+    APCER (attacks accepted as bona fide), BPCER (bona fide rejected) and their mean ACER.
+    """
+    confusion = confusion.double()
+    total = confusion.sum().item()
+    accuracy = 100.0 * confusion.diag().sum().item() / total if total else float("nan")
+    metrics = {"accuracy": accuracy, "error": 100.0 - accuracy}
+    if bona_fide_class is not None:
+        if confusion.shape[0] != 2:
+            raise ValueError("APCER/BPCER need a two-class task")
+        attack = 1 - bona_fide_class
+        metrics["apcer"] = _rate(confusion[attack, bona_fide_class], confusion[attack].sum())
+        metrics["bpcer"] = _rate(confusion[bona_fide_class, attack], confusion[bona_fide_class].sum())
+        metrics["acer"] = (metrics["apcer"] + metrics["bpcer"]) / 2
+    return metrics
+
+
+def _rate(count: torch.Tensor, total: torch.Tensor) -> float:
+    return 100.0 * count.item() / total.item() if total.item() else float("nan")
+
+
+def summarize(per_combination: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+    """Average of every metric over all combinations and over the single-modality ones."""
+    names = list(per_combination)
+    singles = [n for n in names if "+" not in n]
+    keys = list(per_combination[names[0]])
+
+    def mean(group: list[str]) -> dict[str, float]:
+        return {k: sum(per_combination[n][k] for n in group) / len(group) for k in keys}
+
+    return {"average": mean(names), "single_average": mean(singles)}

@@ -1,0 +1,65 @@
+"""Builder for vector (and small image) views: one MLP or CNN encoder per view,
+a fusion module, and an MLP head; the regularization head is a second MLP head."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+from torch import nn
+
+from mmanet.config import ConfigError, EncoderConfig, ModelConfig
+from mmanet.fusion import FUSIONS
+from mmanet.models.unified import UnifiedNetwork
+from mmanet.nn import ConvEncoder, MLPEncoder, MLPHead
+
+
+def build_encoder(cfg: EncoderConfig, input_shape: Sequence[int], name: str) -> nn.Module:
+    if cfg.type == "mlp":
+        return MLPEncoder(math.prod(input_shape), cfg.widths, cfg.dropout)
+    image_shape = cfg.image_shape or list(input_shape)
+    if len(image_shape) != 3:
+        raise ConfigError(
+            f"model.encoders.{name}: a cnn encoder needs (c, h, w) inputs; input shape is "
+            f"{tuple(input_shape)} (set image_shape to read a vector as an image)"
+        )
+    if math.prod(image_shape) != math.prod(input_shape):
+        raise ConfigError(
+            f"model.encoders.{name}.image_shape {image_shape} does not hold "
+            f"{math.prod(input_shape)} values"
+        )
+    return ConvEncoder(image_shape[0], cfg.widths, cfg.image_shape, cfg.dropout)
+
+
+def build_multiview(
+    cfg: ModelConfig,
+    modalities: Sequence[str],
+    input_shapes: Mapping[str, Sequence[int]],
+    num_classes: int,
+    reg_head: bool,
+) -> UnifiedNetwork:
+    unknown = [name for name in cfg.encoders if name not in modalities]
+    if unknown:
+        raise ConfigError(
+            f"model.encoders names unknown modality '{unknown[0]}' "
+            f"(modalities: {', '.join(modalities)})"
+        )
+    if cfg.fusion != "concat":
+        raise ConfigError(f"model.fusion={cfg.fusion!r} is not available; known: {list(FUSIONS)}")
+    encoders = {
+        name: build_encoder(cfg.encoders.get(name, cfg.encoder), input_shapes[name], name)
+        for name in modalities
+    }
+    fused_width = sum(enc.out_features for enc in encoders.values())
+
+    def head() -> MLPHead:
+        return MLPHead(fused_width, cfg.head_widths, num_classes, cfg.head_dropout)
+
+    return UnifiedNetwork(
+        modalities,
+        encoders,
+        FUSIONS[cfg.fusion](),
+        head(),
+        input_shapes,
+        reg_head=head() if reg_head else None,
+    )

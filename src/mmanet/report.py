@@ -1,0 +1,91 @@
+"""Comparison tables (markdown and plain text) and the aggregated ``results.json``."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from mmanet.config import METHOD_TITLES
+
+LOWER_IS_BETTER = {"error", "acer", "apcer", "bpcer"}
+
+
+def aggregate(per_seed: Sequence[Mapping[str, Any]], metric: str) -> dict[str, dict[str, float]]:
+    """Mean and std over seeds of ``metric`` for every combination of one method.
+
+    ``per_seed`` holds one test report (``{"combinations": {name: metrics}}``) per seed.
+    """
+    names = list(per_seed[0]["combinations"])
+    out = {}
+    for name in names:
+        values = [report["combinations"][name][metric] for report in per_seed]
+        out[name] = {
+            "mean": statistics.fmean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values,
+        }
+    return out
+
+
+def row_groups(combinations: Sequence[str], max_rows: int = 16) -> list[tuple[str, list[str]]]:
+    """Table rows: every combination, or for many of them one row per number of modalities."""
+    if len(combinations) <= max_rows:
+        groups = [(name, [name]) for name in combinations]
+    else:
+        by_size: dict[int, list[str]] = {}
+        for name in combinations:
+            by_size.setdefault(name.count("+") + 1, []).append(name)
+        groups = [
+            (f"{size} modalit{'y' if size == 1 else 'ies'} (mean of {len(names)})", names)
+            for size, names in by_size.items()
+        ]
+    singles = [n for n in combinations if "+" not in n]
+    groups.append(("Single-modality average", singles))
+    groups.append((f"Average ({len(combinations)} combinations)", list(combinations)))
+    return groups
+
+
+def comparison_table(
+    results: Mapping[str, Mapping[str, Mapping[str, float]]],
+    metric: str = "error",
+    max_rows: int = 16,
+    markdown: bool = True,
+) -> str:
+    """Rows = combinations (+ averages), columns = methods; best per row in bold.
+
+    ``results`` maps method -> combination -> {"mean", "std"} (see :func:`aggregate`).
+    """
+    methods = list(results)
+    combinations = list(next(iter(results.values())))
+    lower = metric in LOWER_IS_BETTER
+    show_std = any(stat["std"] > 0 for r in results.values() for stat in r.values())
+    header = ["Combination", *[METHOD_TITLES.get(m, m) for m in methods]]
+    rows = []
+    for label, names in row_groups(combinations, max_rows):
+        means = {m: statistics.fmean(results[m][n]["mean"] for n in names) for m in methods}
+        stds = {m: statistics.fmean(results[m][n]["std"] for n in names) for m in methods}
+        finite = [v for v in means.values() if not math.isnan(v)]
+        best = (min if lower else max)(finite) if finite else math.nan
+        cells = []
+        for m in methods:
+            text = f"{means[m]:.2f}" + (f" ± {stds[m]:.2f}" if show_std else "")
+            if markdown and len(methods) > 1 and math.isclose(means[m], best, abs_tol=5e-3):
+                text = f"**{text}**"
+            cells.append(text)
+        rows.append([label, *cells])
+    return _render(header, rows, markdown)
+
+
+def _render(header: list[str], rows: list[list[str]], markdown: bool) -> str:
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |",
+                 "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    fmt = lambda row: "  ".join(  # noqa: E731
+        cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+    )
+    return "\n".join([fmt(header), "  ".join("-" * w for w in widths), *map(fmt, rows)])
