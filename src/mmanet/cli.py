@@ -7,8 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mmanet.errors import USER_ERRORS
 from mmanet.config import build_config, parse_overrides
+from mmanet.errors import USER_ERRORS
 
 
 def _overrides_help() -> str:
@@ -34,12 +34,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     run = Path(args.run)
     config = build_config(run / "config.yaml", args.overrides)
     data = build_data(config.data)
-    model = load_network(args.checkpoint or run, config, data,
-                         reg_head=config.method.regularize != "none")
-    loader = make_loader(data.split(args.split), config.data.eval_batch_size,
-                         config.data.num_workers)
-    results = evaluate_combinations(model, loader, data.num_classes, "cpu",
-                                    config.data.bona_fide_class)
+    model = load_network(
+        args.checkpoint or run, config, data, reg_head=config.method.regularize != "none"
+    )
+    loader = make_loader(
+        data.split(args.split), config.data.eval_batch_size, config.data.num_workers
+    )
+    results = evaluate_combinations(
+        model, loader, data.num_classes, "cpu", config.data.bona_fide_class
+    )
     report = {"method": config.method.name, "split": args.split, **results}
     atomic_write_json(run / f"results_{args.split}.json", report)
     _print_report(report, config.data.bona_fide_class is not None)
@@ -72,7 +75,7 @@ def _print_report(report: dict, binary: bool) -> None:
     metric = "acer" if binary else "error"
     table = {
         report["method"]: {
-            name: {"mean": metrics[metric], "std": 0.0}
+            name: {metric: {"values": [metrics[metric]]}}
             for name, metrics in report["combinations"].items()
         }
     }
@@ -96,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("overrides", nargs="*", help=_overrides_help())
     evaluate.set_defaults(func=cmd_evaluate)
 
-    demo = sub.add_parser("demo", help="the paper's ablations on the bundled Multiple Features data")
+    demo = sub.add_parser(
+        "demo", help="the paper's ablations on the bundled Multiple Features data"
+    )
     demo.add_argument("--seeds", type=int, default=1, help="number of seeds (0, 1, ...)")
     demo.add_argument("--out", default="runs/demo", help="output folder")
     demo.add_argument("--config", help="YAML config (default: the bundled demo config)")

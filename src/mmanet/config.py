@@ -102,6 +102,7 @@ class OptimConfig:
 class Config:
     seed: int = 0
     device: str = "cpu"  # "cpu", "cuda", "cuda:1", or "auto"
+    threads: int = 0  # CPU threads for torch; 0 keeps torch's default
     out: str = "runs/default"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -203,6 +204,10 @@ def build_config(
 def validate(config: Config) -> None:
     """Checks that span several keys."""
     method, optim = config.method, config.optim
+    if method.name not in METHOD_PRESETS:
+        raise ConfigError(
+            f"unknown method.name={method.name!r}; known: {', '.join(METHOD_PRESETS)}"
+        )
     if method.alpha < 0:
         raise ConfigError(f"method.alpha must be >= 0, got {method.alpha}")
     if method.beta < 0:
@@ -236,9 +241,8 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     for key in data:
         if key not in names:
-            raise ConfigError(
-                f"unknown config key '{prefix}{key}' (known under {where}: {', '.join(sorted(names))})"
-            )
+            known = ", ".join(sorted(names))
+            raise ConfigError(f"unknown config key '{prefix}{key}' (known under {where}: {known})")
     values = {key: _coerce(hints[key], value, f"{prefix}{key}") for key, value in data.items()}
     return cls(**values)
 
@@ -275,6 +279,12 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         return {str(k): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        # YAML 1.1 reads "1e-3" (no dot) as a string.
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if hint is Any:
         return value
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):

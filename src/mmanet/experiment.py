@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 import mmanet
-from mmanet.config import ConfigError, build_config, deep_merge, to_dict
+from mmanet.config import Config, ConfigError, build_config, deep_merge, to_dict
 from mmanet.data import DataBundle, build_data
 from mmanet.engine import Trainer
 from mmanet.io import atomic_write_json, atomic_write_text
@@ -45,9 +45,7 @@ def run_method(
     report_path = run_dir / f"results_{split}.json"
     saved = run_dir / "config.yaml"
     if saved.is_file():
-        previous = yaml.safe_load(saved.read_text())
-        current = {**to_dict(config), "progress": previous.get("progress")}
-        if previous != current:
+        if not same_experiment(build_config(overrides=yaml.safe_load(saved.read_text())), config):
             raise ConfigError(
                 f"{run_dir} holds a run with a different config; choose another --out or remove it"
             )
@@ -58,6 +56,17 @@ def run_method(
     if report is None or split != "test":
         report = trainer.test(split)
     return report
+
+
+RUNTIME_KEYS = ("progress", "threads", "tensorboard")
+
+
+def same_experiment(a: Config, b: Config) -> bool:
+    """Whether two configs describe the same run, ignoring keys that do not change results."""
+    first, second = to_dict(a), to_dict(b)
+    for key in RUNTIME_KEYS:
+        first.pop(key), second.pop(key)
+    return first == second
 
 
 def compare(
@@ -78,17 +87,19 @@ def compare(
     reports: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     for seed in seeds:
         teacher_dir = out / f"seed-{seed}" / "teacher"
-        teacher_report = run_method("teacher", seed, out, config_path, overrides, data, None,
-                                    split, progress)
+        teacher_report = run_method(
+            "teacher", seed, out, config_path, overrides, data, None, split, progress
+        )
         reports.setdefault("teacher", []).append(teacher_report)
         for method in methods:
             if method == "teacher":
                 continue
             reports[method].append(
-                run_method(method, seed, out, config_path, overrides, data, teacher_dir, split,
-                           progress)
+                run_method(
+                    method, seed, out, config_path, overrides, data, teacher_dir, split, progress
+                )
             )
-    students = {m: aggregate(reports[m], metric) for m in methods if m != "teacher"}
+    students = {m: aggregate(reports[m]) for m in methods if m != "teacher"}
     summary = {
         "metric": metric,
         "split": split,
@@ -96,7 +107,7 @@ def compare(
         "code_version": mmanet.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "config": to_dict(base),
-        "teacher": aggregate(reports["teacher"], metric),
+        "teacher": aggregate(reports["teacher"]),
         "methods": students,
     }
     atomic_write_json(out / "results.json", summary)
@@ -120,4 +131,3 @@ def write_tables(summary: Mapping[str, Any], path: Path) -> str:
 
 def demo_config_path() -> Path:
     return Path(mmanet.__file__).parent / "configs" / "mfeat" / "demo.yaml"
-

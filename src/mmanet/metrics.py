@@ -11,7 +11,9 @@ from collections.abc import Mapping
 import torch
 
 
-def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+def confusion_matrix(
+    predictions: torch.Tensor, labels: torch.Tensor, num_classes: int
+) -> torch.Tensor:
     """(k, k) counts: entry (t, p) counts samples of true class t predicted as p."""
     flat = labels.reshape(-1).long() * num_classes + predictions.reshape(-1).long()
     return torch.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
@@ -32,7 +34,9 @@ def classification_metrics(
             raise ValueError("APCER/BPCER need a two-class task")
         attack = 1 - bona_fide_class
         metrics["apcer"] = _rate(confusion[attack, bona_fide_class], confusion[attack].sum())
-        metrics["bpcer"] = _rate(confusion[bona_fide_class, attack], confusion[bona_fide_class].sum())
+        metrics["bpcer"] = _rate(
+            confusion[bona_fide_class, attack], confusion[bona_fide_class].sum()
+        )
         metrics["acer"] = (metrics["apcer"] + metrics["bpcer"]) / 2
     return metrics
 

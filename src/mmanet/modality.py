@@ -34,9 +34,7 @@ def full_mask(num_modalities: int) -> Mask:
 
 def drop_one_masks(num_modalities: int) -> list[Mask]:
     """``Δ_1 .. Δ_m`` of SPEC §4: modality ``i`` absent, all others present."""
-    return [
-        tuple(0 if j == i else 1 for j in range(num_modalities)) for i in range(num_modalities)
-    ]
+    return [tuple(0 if j == i else 1 for j in range(num_modalities)) for i in range(num_modalities)]
 
 
 def singleton_masks(num_modalities: int) -> list[Mask]:
@@ -117,18 +115,21 @@ class MaskSampler:
     so that a run can be replayed.
     """
 
-    def __init__(
-        self, num_modalities: int, probabilities: Sequence[float] | None = None
-    ) -> None:
+    def __init__(self, num_modalities: int, probabilities: Sequence[float] | None = None) -> None:
         self.masks = torch.tensor(all_masks(num_modalities), dtype=torch.float32)
         n = len(self.masks)
         if probabilities is None:
             self.probabilities = None
         else:
             probs = torch.tensor(list(probabilities), dtype=torch.float64)
-            if probs.numel() != n or (probs < 0).any() or probs.sum() <= 0:
+            if (
+                probs.numel() != n
+                or not torch.isfinite(probs).all()
+                or (probs < 0).any()
+                or probs.sum() <= 0
+            ):
                 raise ValueError(
-                    f"mask probabilities need {n} non-negative values with a positive sum, "
+                    f"mask probabilities need {n} finite non-negative values with a positive sum, "
                     f"got {list(probabilities)}"
                 )
             self.probabilities = probs / probs.sum()

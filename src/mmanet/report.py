@@ -12,20 +12,21 @@ from mmanet.config import METHOD_TITLES
 LOWER_IS_BETTER = {"error", "acer", "apcer", "bpcer"}
 
 
-def aggregate(per_seed: Sequence[Mapping[str, Any]], metric: str) -> dict[str, dict[str, float]]:
-    """Mean and std over seeds of ``metric`` for every combination of one method.
+def aggregate(per_seed: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """combination -> metric -> {"mean", "std", "values"} over the seeds of one method.
 
     ``per_seed`` holds one test report (``{"combinations": {name: metrics}}``) per seed.
     """
-    names = list(per_seed[0]["combinations"])
-    out = {}
-    for name in names:
-        values = [report["combinations"][name][metric] for report in per_seed]
-        out[name] = {
-            "mean": statistics.fmean(values),
-            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "values": values,
-        }
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, metrics in per_seed[0]["combinations"].items():
+        out[name] = {}
+        for metric in metrics:
+            values = [report["combinations"][name][metric] for report in per_seed]
+            out[name][metric] = {
+                "mean": statistics.fmean(values),
+                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "values": values,
+            }
     return out
 
 
@@ -48,24 +49,33 @@ def row_groups(combinations: Sequence[str], max_rows: int = 16) -> list[tuple[st
 
 
 def comparison_table(
-    results: Mapping[str, Mapping[str, Mapping[str, float]]],
+    results: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]],
     metric: str = "error",
     max_rows: int = 16,
     markdown: bool = True,
 ) -> str:
     """Rows = combinations (+ averages), columns = methods; best per row in bold.
 
-    ``results`` maps method -> combination -> {"mean", "std"} (see :func:`aggregate`).
+    ``results`` maps method -> combination -> metric -> {"values": one per seed, ...}
+    (see :func:`aggregate`); a grouped row's std is over the seeds' group means.
     """
     methods = list(results)
     combinations = list(next(iter(results.values())))
     lower = metric in LOWER_IS_BETTER
-    show_std = any(stat["std"] > 0 for r in results.values() for stat in r.values())
+    show_std = any(len(stat[metric]["values"]) > 1 for r in results.values() for stat in r.values())
     header = ["Combination", *[METHOD_TITLES.get(m, m) for m in methods]]
     rows = []
     for label, names in row_groups(combinations, max_rows):
-        means = {m: statistics.fmean(results[m][n]["mean"] for n in names) for m in methods}
-        stds = {m: statistics.fmean(results[m][n]["std"] for n in names) for m in methods}
+        means, stds = {}, {}
+        for m in methods:
+            per_seed = [
+                statistics.fmean(seed_values)
+                for seed_values in zip(
+                    *(results[m][n][metric]["values"] for n in names), strict=True
+                )
+            ]
+            means[m] = statistics.fmean(per_seed)
+            stds[m] = statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0
         finite = [v for v in means.values() if not math.isnan(v)]
         best = (min if lower else max)(finite) if finite else math.nan
         cells = []
@@ -80,12 +90,15 @@ def comparison_table(
 
 def _render(header: list[str], rows: list[list[str]], markdown: bool) -> str:
     if markdown:
-        lines = ["| " + " | ".join(header) + " |",
-                 "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+        lines = [
+            "| " + " | ".join(header) + " |",
+            "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+        ]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         return "\n".join(lines)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     fmt = lambda row: "  ".join(  # noqa: E731
-        cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        cell.ljust(w) if i == 0 else cell.rjust(w)
+        for i, (cell, w) in enumerate(zip(row, widths, strict=True))
     )
     return "\n".join([fmt(header), "  ".join("-" * w for w in widths), *map(fmt, rows)])

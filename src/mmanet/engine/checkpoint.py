@@ -130,7 +130,9 @@ def load_into(model: torch.nn.Module, path: Path, strict_keys: bool = True) -> N
     if strict_keys and (missing or unexpected):
         key = (missing or unexpected)[0]
         what = "missing from" if missing else "unexpected in"
-        raise CheckpointError(f"{path}: weight '{key}' is {what} the checkpoint (wrong architecture?)")
+        raise CheckpointError(
+            f"{path}: weight '{key}' is {what} the checkpoint (wrong architecture?)"
+        )
     for key, value in state.items():
         if key in own and own[key].shape != value.shape:
             raise CheckpointError(

@@ -22,7 +22,7 @@ class RunLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # tensorboard is optional
-                SummaryWriter = None  # noqa: N806
+                SummaryWriter = None
             if SummaryWriter is not None:
                 self.writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
 

@@ -46,18 +46,28 @@ def resolve_device(name: str) -> torch.device:
 
 
 def make_loader(
-    dataset: Dataset, batch_size: int, num_workers: int, shuffle: bool = False,
-    generator: torch.Generator | None = None, drop_last: bool = False,
+    dataset: Dataset,
+    batch_size: int,
+    num_workers: int,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
 ) -> DataLoader:
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-        drop_last=drop_last, num_workers=num_workers, collate_fn=collate,
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        drop_last=drop_last,
+        num_workers=num_workers,
+        collate_fn=collate,
         persistent_workers=num_workers > 0,
     )
 
 
-def load_network(checkpoint: str | Path, config: Config, bundle: DataBundle,
-                 reg_head: bool = False) -> UnifiedNetwork:
+def load_network(
+    checkpoint: str | Path, config: Config, bundle: DataBundle, reg_head: bool = False
+) -> UnifiedNetwork:
     """Build the configured network and load a checkpoint's weights into it."""
     path = resolve_checkpoint(checkpoint)
     meta = load_meta(path)
@@ -66,8 +76,9 @@ def load_network(checkpoint: str | Path, config: Config, bundle: DataBundle,
             f"{path}: trained on modalities {meta.get('modalities')}, "
             f"the data has {list(bundle.modalities)}"
         )
-    model = build_model(config.model, bundle.modalities, bundle.input_shapes,
-                        bundle.num_classes, reg_head=reg_head)
+    model = build_model(
+        config.model, bundle.modalities, bundle.input_shapes, bundle.num_classes, reg_head=reg_head
+    )
     load_into(model, path)
     return model
 
@@ -79,29 +90,46 @@ class Trainer:
         self.cfg = config
         self.run_dir = Path(config.out)
         self.device = resolve_device(config.device)
+        if config.threads > 0:
+            torch.set_num_threads(config.threads)
         self.data = data if data is not None else build_data(config.data)
         method = config.method
         m = len(self.data.modalities)
 
+        bona_fide = config.data.bona_fide_class
+        if bona_fide is not None and (self.data.num_classes != 2 or bona_fide not in (0, 1)):
+            raise ConfigError(
+                f"data.bona_fide_class={bona_fide} needs a two-class task with class 0 or 1 "
+                f"(this data has {self.data.num_classes} classes)"
+            )
         torch.manual_seed(config.seed)
         self.model = build_model(
-            config.model, self.data.modalities, self.data.input_shapes,
-            self.data.num_classes, reg_head=method.regularize != "none",
+            config.model,
+            self.data.modalities,
+            self.data.input_shapes,
+            self.data.num_classes,
+            reg_head=method.regularize != "none",
         ).to(self.device)
         self.teacher = self._load_teacher() if method.distill != "none" else None
         self.mask_generator = torch.Generator().manual_seed(config.seed + 1)
         self.data_generator = torch.Generator().manual_seed(config.seed + 2)
-        self.sampler = MaskSampler(m, method.mask_probabilities)
+        self.sampler = self._mask_sampler(m)
         self.train_loader = make_loader(
-            self.data.train, config.data.batch_size, config.data.num_workers, shuffle=True,
-            generator=self.data_generator, drop_last=len(self.data.train) > config.data.batch_size,
+            self.data.train,
+            config.data.batch_size,
+            config.data.num_workers,
+            shuffle=True,
+            generator=self.data_generator,
+            drop_last=len(self.data.train) > config.data.batch_size,
         )
         self.optimizer = build_optimizer(self.model, config.optim)
         self.scheduler = build_scheduler(self.optimizer, config.optim, len(self.train_loader))
         self.miner = (
-            WeakCombinationMiner(m, method.mar.warmup_epochs, method.regularize,
-                                 method.mar.distribution)
-            if method.regularize != "none" else None
+            WeakCombinationMiner(
+                m, method.mar.warmup_epochs, method.regularize, method.mar.distribution
+            )
+            if method.regularize != "none"
+            else None
         )
         self.epoch = 0
         self.logger: RunLogger | None = None
@@ -117,6 +145,12 @@ class Trainer:
         teacher = load_network(source, self.cfg, self.data).to(self.device)
         teacher.eval().requires_grad_(False)
         return teacher
+
+    def _mask_sampler(self, m: int) -> MaskSampler:
+        try:
+            return MaskSampler(m, self.cfg.method.mask_probabilities)
+        except ValueError as err:
+            raise ConfigError(f"method.mask_probabilities: {err}") from None
 
     def meta(self) -> dict[str, Any]:
         return {
@@ -232,8 +266,13 @@ class Trainer:
         seen = torch.zeros(2**m, dtype=torch.long)
         steps = 0
         start = time.perf_counter()
-        bar = tqdm(self.train_loader, desc=f"{method.name} epoch {epoch}/{cfg.optim.epochs}",
-                   leave=False, disable=not cfg.progress, dynamic_ncols=True)
+        bar = tqdm(
+            self.train_loader,
+            desc=f"{method.name} epoch {epoch}/{cfg.optim.epochs}",
+            leave=False,
+            disable=not cfg.progress,
+            dynamic_ncols=True,
+        )
         for inputs, labels in bar:
             inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
             labels = labels.to(device, non_blocking=True)
@@ -294,7 +333,9 @@ class Trainer:
         for mask in names.combinations:
             code = sum(bit << i for i, bit in enumerate(mask))
             if seen[code] > 0:
-                row[f"train_acc/{names.mask_name(mask)}"] = 100.0 * float(correct[code]) / float(seen[code])
+                row[f"train_acc/{names.mask_name(mask)}"] = (
+                    100.0 * float(correct[code]) / float(seen[code])
+                )
         return row
 
     # -- MAR mining -----------------------------------------------------------------------
@@ -303,8 +344,11 @@ class Trainer:
         """One MAR mining pass (SPEC §4 steps 1-4) after warm-up epoch ``epoch``."""
         assert self.miner is not None
         method = self.cfg.method
-        dataset = (self.data.train_eval or self.data.train) if method.mar.mining_split == "train" \
+        dataset = (
+            (self.data.train_eval or self.data.train)
+            if method.mar.mining_split == "train"
             else self.data.val
+        )
         loader = make_loader(dataset, self.cfg.data.eval_batch_size, self.cfg.data.num_workers)
         m = len(self.data.modalities)
         masks = [full_mask(m), *drop_one_masks(m)]
@@ -313,7 +357,8 @@ class Trainer:
         )
         g = self.miner.update(epoch, confusions.sum(dim=1))  # predicted-label counts, (m+1, k)
         row: dict[str, Any] = {
-            f"mar_g/{name}": float(value) for name, value in zip(self.data.modalities, g, strict=True)
+            f"mar_g/{name}": float(value)
+            for name, value in zip(self.data.modalities, g, strict=True)
         }
         names = self.model.modalities
         for mask, confusion in zip(masks, confusions, strict=True):
@@ -329,10 +374,14 @@ class Trainer:
 
     def test(self, split: str = "test") -> dict[str, Any]:
         """Evaluate every combination on ``split`` and write ``results.json``."""
-        loader = make_loader(self.data.split(split), self.cfg.data.eval_batch_size,
-                             self.cfg.data.num_workers)
+        loader = make_loader(
+            self.data.split(split), self.cfg.data.eval_batch_size, self.cfg.data.num_workers
+        )
         results = evaluate_combinations(
-            self.model, loader, self.data.num_classes, self.device,
+            self.model,
+            loader,
+            self.data.num_classes,
+            self.device,
             bona_fide_class=self.cfg.data.bona_fide_class,
         )
         report = {"method": self.cfg.method.name, "split": split, "epoch": self.epoch, **results}

@@ -107,9 +107,7 @@ class WeakCombinationMiner:
         self.distribution = distribution
         self.memory_bank = torch.zeros(warmup_epochs, num_modalities)
         self.filled = 0
-        self.omega: list[Mask] | None = (
-            singleton_masks(num_modalities) if mode == "sr" else None
-        )
+        self.omega: list[Mask] | None = singleton_masks(num_modalities) if mode == "sr" else None
 
     def needs_mining(self, epoch: int) -> bool:
         """Whether to mine after (1-based) ``epoch``."""

@@ -8,8 +8,9 @@ from mmanet.config import ConfigError, ModelConfig
 from mmanet.models.multiview import build_multiview
 from mmanet.models.unified import Encoded, NetworkOutput, UnifiedNetwork
 
-Builder = Callable[[ModelConfig, Sequence[str], Mapping[str, Sequence[int]], int, bool],
-                   UnifiedNetwork]
+Builder = Callable[
+    [ModelConfig, Sequence[str], Mapping[str, Sequence[int]], int, bool], UnifiedNetwork
+]
 
 MODELS: dict[str, Builder] = {"multiview": build_multiview}
 

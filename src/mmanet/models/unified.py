@@ -67,21 +67,18 @@ class UnifiedNetwork(nn.Module):
         self.head = head
         self.reg_head = reg_head
         self.input_shapes = {name: tuple(input_shapes[name]) for name in self.modalities}
-        self._feature_shapes: dict[str, tuple[int, ...]] = {}
+        self.feature_shapes = {name: self._dry_run_shape(name) for name in self.modalities}
 
     @property
     def num_modalities(self) -> int:
         return len(self.modalities)
 
-    def feature_shape(self, name: str) -> tuple[int, ...]:
+    def _dry_run_shape(self, name: str) -> tuple[int, ...]:
         """Per-sample output shape of ``name``'s encoder, from a dry run on the meta device."""
-        if name not in self._feature_shapes:
-            encoder = self.encoders[name]
-            meta = {k: torch.empty_like(v, device="meta") for k, v in encoder.state_dict().items()}
-            probe = torch.empty((2, *self.input_shapes[name]), device="meta")
-            out = torch.func.functional_call(encoder, meta, (probe,))
-            self._feature_shapes[name] = tuple(out.shape[1:])
-        return self._feature_shapes[name]
+        encoder = self.encoders[name]
+        meta = {k: torch.empty_like(v, device="meta") for k, v in encoder.state_dict().items()}
+        probe = torch.empty((2, *self.input_shapes[name]), device="meta")
+        return tuple(torch.func.functional_call(encoder, meta, (probe,)).shape[1:])
 
     def encode(self, inputs: Mapping[str, torch.Tensor]) -> Encoded:
         """Run the encoder of every given modality once; zeros stand in for the others."""
@@ -92,11 +89,15 @@ class UnifiedNetwork(nn.Module):
             )
         if not inputs:
             raise ValueError("no modality given: at least one input is needed")
-        given = {name: self.encoders[name](inputs[name]) for name in self.modalities if name in inputs}
+        given = {
+            name: self.encoders[name](inputs[name]) for name in self.modalities if name in inputs
+        }
         reference = next(iter(given.values()))
         batch = reference.shape[0]
         features = [
-            given[name] if name in given else reference.new_zeros((batch, *self.feature_shape(name)))
+            given[name]
+            if name in given
+            else reference.new_zeros((batch, *self.feature_shapes[name]))
             for name in self.modalities
         ]
         present = torch.tensor(
@@ -140,21 +141,24 @@ class UnifiedNetwork(nn.Module):
         return self.fuse(self.encode(inputs), mask)
 
     def predict_masks(
-        self, encoded: Encoded, masks: torch.Tensor, chunk: int = 64
+        self, encoded: Encoded, masks: torch.Tensor, max_rows: int = 4096
     ) -> torch.Tensor:
         """Logits for every mask in ``masks`` (c, m) from one encoder pass, shape (c, b, k, ...).
 
-        The fusion and head run on the batch repeated once per mask, ``chunk`` masks
-        at a time.
+        The fusion and head run on the batch repeated once per mask, as many masks at a
+        time as fit in ``max_rows`` samples (large batches are slower on CPU).
         """
         b = encoded.batch_size
+        chunk = max(1, max_rows // b)
         outputs = []
         for start in range(0, masks.shape[0], chunk):
             part = masks[start : start + chunk].to(encoded.present.device)
             c = part.shape[0]
             repeated = Encoded(
-                [f.unsqueeze(0).expand(c, *f.shape).reshape(c * b, *f.shape[1:])
-                 for f in encoded.features],
+                [
+                    f.unsqueeze(0).expand(c, *f.shape).reshape(c * b, *f.shape[1:])
+                    for f in encoded.features
+                ],
                 encoded.present,
             )
             per_sample = part.repeat_interleave(b, dim=0)  # (c*b, m)

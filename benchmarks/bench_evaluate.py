@@ -1,0 +1,236 @@
+"""Benchmark: evaluating every modality combination from one encoder pass.
+
+What is measured (bundled demo config and model, UCI Multiple Features, 6 views ->
+63 combinations, CPU, ``torch.no_grad``, eval mode):
+
+- ``one_mask``: ``combination_confusions`` with the full mask only (one combination).
+- ``all_63``: ``combination_confusions`` with all 63 masks: the encoders run once per
+  batch and the fusion + head run on the batch repeated 63 times
+  (``UnifiedNetwork.predict_masks``) -- what ``evaluate_combinations`` does.
+- ``naive_63``: 63 separate full forward passes, ``model(inputs, mask)`` per mask,
+  each re-running the encoders, with the same confusion accumulation.
+
+on the test split (500 samples, ``data.eval_batch_size`` 512 -> one batch), and for MAR
+mining (``Trainer.mine``: the full mask plus the m drop-one masks, on the training split,
+1200 samples) ``mine_one_pass`` (``combination_confusions`` with the m + 1 masks) versus
+``mine_naive`` (m + 1 full forward passes).
+
+Evaluation cost does not depend on the weights, so the network is the demo model as
+built (seeded initialisation), not a trained one. The naive and one-pass confusion
+matrices are compared as a sanity check (they may differ by a few counts where float
+rounding at different batch shapes flips a near-tied argmax).
+
+The variants of a group run alternately, in an order that rotates every repetition;
+each timing is the mean of ``--inner`` back-to-back calls, and the reported
+numbers are medians over ``--reps`` repetitions and ratios of those medians.
+
+Usage::
+
+    python benchmarks/bench_evaluate.py            # full run
+    python benchmarks/bench_evaluate.py --quick    # smoke run (< 20 s)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from mmanet.config import build_config
+from mmanet.data import build_data
+from mmanet.engine.evaluate import combination_confusions
+from mmanet.engine.trainer import make_loader
+from mmanet.experiment import demo_config_path
+from mmanet.metrics import confusion_matrix
+from mmanet.modality import Mask, all_masks, drop_one_masks, full_mask
+from mmanet.models import UnifiedNetwork, build_model
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+def busy_note(load: str) -> str | None:
+    """A warning when other processes were using the CPUs before the benchmark started."""
+    try:
+        one_minute = float(load.split()[0])
+    except (ValueError, IndexError):
+        return None
+    if one_minute < 0.5:
+        return None
+    threads = torch.get_num_threads()
+    advice = (
+        f"with {threads} torch threads and OpenMP spin-waiting the timings include "
+        "oversubscription (10x slower and very noisy); rerun with OMP_WAIT_POLICY=PASSIVE "
+        "in the environment or with --threads 1"
+        if threads > 1 and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE"
+        else "the timings are noisier than on an idle machine"
+    )
+    return (
+        f"NOTE: 1-min load average {one_minute:.2f} before the start: other processes "
+        f"share the {os.cpu_count()} CPUs; {advice}"
+    )
+
+
+@torch.no_grad()
+def naive_confusions(
+    model: UnifiedNetwork, loader: DataLoader, masks: Sequence[Mask], num_classes: int
+) -> torch.Tensor:
+    """(c, k, k) confusions from one full forward pass (encoders included) per mask."""
+    was_training = model.training
+    model.eval()
+    m = model.num_modalities
+    total = torch.zeros(len(masks), num_classes, num_classes, dtype=torch.long)
+    for i, mask in enumerate(masks):
+        row = torch.tensor(mask, dtype=torch.float32).view(1, m)
+        for inputs, labels in loader:
+            logits = model(inputs, row.expand(labels.shape[0], m)).logits
+            total[i] += confusion_matrix(logits.argmax(dim=1), labels, num_classes)
+    model.train(was_training)
+    return total
+
+
+def measure(
+    variants: dict[str, Callable[[], object]], reps: int, inner: int
+) -> dict[str, list[float]]:
+    """Per variant, ``reps`` mean times of ``inner`` calls; variants alternate, rotating."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    order = list(variants)
+    for fn in variants.values():  # warm-up
+        fn()
+    for rep in range(reps):
+        shift = rep % len(order)
+        for name in order[shift:] + order[:shift]:
+            gc.collect()
+            start = time.perf_counter()
+            for _ in range(inner):
+                variants[name]()
+            times[name].append((time.perf_counter() - start) / inner)
+    return times
+
+
+def print_group(title: str, times: dict[str, list[float]], baseline: str) -> dict[str, float]:
+    median = {name: statistics.median(values) for name, values in times.items()}
+    print(title)
+    print(f"  {'variant':<14} {'median ms':>10} {'min ms':>9} {'max ms':>9} {'÷ ' + baseline:>16}")
+    for name, values in times.items():
+        print(
+            f"  {name:<14} {1e3 * median[name]:>10.2f} {1e3 * min(values):>9.2f} "
+            f"{1e3 * max(values):>9.2f} {median[name] / median[baseline]:>16.2f}"
+        )
+    print()
+    return median
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reps", type=int, default=None, help="repetitions (default 9; 3 quick)")
+    parser.add_argument(
+        "--inner", type=int, default=None, help="calls per timing (default 3; 1 quick)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 2 repetitions, 1 thread unless --threads is given",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: torch's default, 1 with --quick)",
+    )
+    args = parser.parse_args(argv)
+    reps = args.reps if args.reps is not None else (2 if args.quick else 9)
+    inner = args.inner if args.inner is not None else (1 if args.quick else 3)
+    if reps < 1 or inner < 1:
+        parser.error("--reps and --inner must be >= 1")
+    threads = args.threads if args.threads is not None else (1 if args.quick else None)
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+    load_before = load_average()
+    config = build_config(demo_config_path(), {"progress": False, "tensorboard": False})
+    data = build_data(config.data)
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, data.modalities, data.input_shapes, data.num_classes)
+    model.eval()
+    k, m = data.num_classes, len(data.modalities)
+    batch = config.data.eval_batch_size
+    test_loader = make_loader(data.test, batch, 0)
+    mine_loader = make_loader(data.train_eval or data.train, batch, 0)
+
+    every = all_masks(m)
+    one = [full_mask(m)]
+    mining = [full_mask(m), *drop_one_masks(m)]
+
+    # Sanity: the one-pass and the naive confusions agree (up to near-tied argmaxes).
+    one_pass = combination_confusions(model, test_loader, every, k)
+    naive = naive_confusions(model, test_loader, every, k)
+    differing = int((one_pass - naive).abs().sum()) // 2  # each flip moves one count
+    assert int(one_pass.sum()) == len(every) * len(data.test)
+
+    evaluation = measure(
+        {
+            "one_mask": lambda: combination_confusions(model, test_loader, one, k),
+            "all_63": lambda: combination_confusions(model, test_loader, every, k),
+            "naive_63": lambda: naive_confusions(model, test_loader, every, k),
+        },
+        reps,
+        inner,
+    )
+    mine = measure(
+        {
+            "mine_one_pass": lambda: combination_confusions(model, mine_loader, mining, k),
+            "mine_naive": lambda: naive_confusions(model, mine_loader, mining, k),
+        },
+        reps,
+        inner,
+    )
+    load_after = load_average()
+
+    print(
+        f"bench_evaluate: demo model, {m} views, {len(every)} combinations, "
+        f"test {len(data.test)} / train {len(mine_loader.dataset)} samples, "
+        f"eval batch {batch}, {reps} repetitions x {inner} calls, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    print(f"load average before / after: {load_before} / {load_after}")
+    note = busy_note(load_before)
+    if note:
+        print(note)
+    print(
+        f"one-pass vs naive confusions (63 combinations, test): "
+        f"{differing} of {int(one_pass.sum())} predictions differ"
+    )
+    print()
+    ev = print_group("Evaluation, test split", evaluation, "one_mask")
+    mi = print_group(f"MAR mining, {len(mining)} masks, training split", mine, "mine_one_pass")
+
+    print(
+        f"RATIO all_63_one_pass/one_combination = {ev['all_63'] / ev['one_mask']:.2f} "
+        f"(reported, no floor)"
+    )
+    print(
+        f"RATIO naive_63_passes/all_63_one_pass = {ev['naive_63'] / ev['all_63']:.2f} "
+        f"(> 1 means the one-pass evaluation is faster)"
+    )
+    print(
+        f"RATIO mining_naive/mining_one_pass = {mi['mine_naive'] / mi['mine_one_pass']:.2f} "
+        f"(> 1 means the one-pass mining is faster)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""Benchmark: one training epoch of full MMANet versus SF-MD on the bundled demo.
+
+What is measured (bundled demo config, UCI Multiple Features, 6 views, 1200 training
+samples, batch 64 -> 18 steps per epoch, CPU):
+
+- ``sf_md``: ``Trainer.train_epoch`` with ``method.name=sf_md`` (modality dropout only).
+- ``mmanet``: ``Trainer.train_epoch`` with ``method.name=mmanet``: the frozen teacher's
+  forward pass and L_MAD every step, and L_MAR with Ω *fixed*, as after MAR warm-up.
+  Ω comes from real mining: the MMANet trainer is built with
+  ``method.mar.warmup_epochs=1``, trains one (untimed) warm-up epoch and then runs
+  ``Trainer.mine(1)``, which fixes Ω (31 of the 63 combinations for 6 views).
+- ``teacher_fwd``: reference only, the teacher's no-grad forward pass over the batches
+  of one epoch (same loader settings), i.e. the part of the MMANet overhead that the
+  teacher alone costs.
+
+The teacher is trained for one epoch (``method.name=teacher``) into a temporary folder
+first. Every variant gets one untimed warm-up epoch; then the variants run alternately,
+in an order that rotates every repetition, ``--reps`` times. Absolute times on a shared
+machine are noise; the ratios of the medians (and the median of the per-repetition
+ratios) are what is reported.
+
+Usage::
+
+    python benchmarks/bench_train_step.py            # full run, 7 repetitions
+    python benchmarks/bench_train_step.py --quick    # smoke run (< 20 s)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmanet.config import build_config
+from mmanet.data import DataBundle, TensorMultimodalDataset, build_data
+from mmanet.engine import Trainer
+from mmanet.engine.trainer import make_loader
+from mmanet.experiment import demo_config_path
+
+FLOOR_MMANET_OVER_SF_MD = 1.8  # from the issue: an MMANet epoch costs at most 1.8 SF-MD epochs
+QUICK_TRAIN_SAMPLES = 256  # --quick: 4 steps of 64 per epoch
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+def busy_note(load: str) -> str | None:
+    """A warning when other processes were using the CPUs before the benchmark started."""
+    try:
+        one_minute = float(load.split()[0])
+    except (ValueError, IndexError):
+        return None
+    if one_minute < 0.5:
+        return None
+    threads = torch.get_num_threads()
+    advice = (
+        f"with {threads} torch threads and OpenMP spin-waiting the timings include "
+        "oversubscription (10x slower and very noisy); rerun with OMP_WAIT_POLICY=PASSIVE "
+        "in the environment or with --threads 1"
+        if threads > 1 and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE"
+        else "the timings are noisier than on an idle machine"
+    )
+    return (
+        f"NOTE: 1-min load average {one_minute:.2f} before the start: other processes "
+        f"share the {os.cpu_count()} CPUs; {advice}"
+    )
+
+
+def make_config(name: str, out: Path, **method: Any):
+    overrides = {
+        "out": str(out / name),
+        "progress": False,
+        "tensorboard": False,
+        "method": {"name": name, **method},
+    }
+    return build_config(demo_config_path(), overrides)
+
+
+def shrink(data: DataBundle, n: int) -> DataBundle:
+    """The bundle with only the first ``n`` training samples (for --quick)."""
+    train = data.train
+    assert isinstance(train, TensorMultimodalDataset)
+    views = {k: v[:n] for k, v in train.views.items()}
+    return dataclasses.replace(data, train=TensorMultimodalDataset(views, train.labels[:n]))
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reps", type=int, default=None, help="repetitions (default 7; 2 quick)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke run: {QUICK_TRAIN_SAMPLES} training samples, 2 repetitions, "
+        "1 thread unless --threads is given",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: torch's default, 1 with --quick)",
+    )
+    args = parser.parse_args(argv)
+    threads = args.threads if args.threads is not None else (1 if args.quick else None)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    reps = args.reps if args.reps is not None else (2 if args.quick else 7)
+    if reps < 1:
+        parser.error("--reps must be >= 1")
+
+    load_before = load_average()
+    with tempfile.TemporaryDirectory(prefix="mmanet-bench-") as tmp:
+        out = Path(tmp)
+        teacher_cfg = make_config("teacher", out)
+        data = build_data(teacher_cfg.data)
+        if args.quick:
+            data = shrink(data, QUICK_TRAIN_SAMPLES)
+
+        # 1. A teacher trained for one epoch (a loadable checkpoint is all MMANet needs).
+        Trainer(teacher_cfg, data).fit(stop_after=1)
+        teacher_dir = out / "teacher"
+
+        # 2. The two trainers; MMANet with MAR active (Ω fixed by a real mining pass).
+        sf_md = Trainer(make_config("sf_md", out), data)
+        mmanet = Trainer(
+            make_config("mmanet", out, teacher=str(teacher_dir), mar={"warmup_epochs": 1}), data
+        )
+        mmanet.run_dir.mkdir(parents=True, exist_ok=True)  # mine() writes miner.json there
+        sf_md.train_epoch(1)  # untimed warm-up epochs
+        mmanet.train_epoch(1)
+        mine_row = mmanet.mine(1)
+        assert mmanet.miner is not None and mmanet.miner.omega is not None, "Ω was not fixed"
+        omega_size = len(mmanet.miner.omega)
+
+        teacher = mmanet.teacher
+        assert teacher is not None
+        teacher_loader = make_loader(
+            data.train,
+            sf_md.cfg.data.batch_size,
+            0,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(0),
+            drop_last=len(data.train) > sf_md.cfg.data.batch_size,
+        )
+
+        @torch.no_grad()
+        def teacher_epoch() -> None:
+            for inputs, _ in teacher_loader:
+                teacher(inputs)
+
+        teacher_epoch()  # warm-up
+
+        epoch = {"sf_md": 1, "mmanet": 1}
+        mar_fractions: list[float] = []
+
+        def run_sf_md() -> None:
+            epoch["sf_md"] += 1
+            sf_md.train_epoch(epoch["sf_md"])
+
+        def run_mmanet() -> None:
+            epoch["mmanet"] += 1
+            row = mmanet.train_epoch(epoch["mmanet"])
+            if "mar_fraction" not in row or "loss_mar" not in row:
+                raise RuntimeError("MAR was not active in the MMANet epoch")
+            mar_fractions.append(row["mar_fraction"])
+
+        variants: dict[str, Callable[[], None]] = {
+            "sf_md": run_sf_md,
+            "mmanet": run_mmanet,
+            "teacher_fwd": teacher_epoch,
+        }
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        order = list(variants)
+        for rep in range(reps):
+            shift = rep % len(order)
+            for name in order[shift:] + order[:shift]:
+                gc.collect()
+                times[name].append(timed(variants[name]))
+    load_after = load_average()
+
+    steps = len(sf_md.train_loader)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    paired = {
+        name: statistics.median(t / s for t, s in zip(times[name], times["sf_md"], strict=True))
+        for name in ("mmanet", "teacher_fwd")
+    }
+    ratio = {name: median[name] / median["sf_md"] for name in ("mmanet", "teacher_fwd")}
+
+    print(
+        f"bench_train_step: demo config, {len(data.train)} training samples, "
+        f"{steps} steps/epoch, {reps} repetitions, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"MMANet: Ω = {omega_size} combinations ({mine_row.get('omega', '')[:60]}...), "
+        f"mean MAR fraction of a batch {statistics.mean(mar_fractions):.2f}"
+    )
+    print(f"load average before / after: {load_before} / {load_after}")
+    note = busy_note(load_before)
+    if note:
+        print(note)
+    print()
+    print(
+        f"{'variant':<12} {'median s':>9} {'min s':>8} {'max s':>8} {'÷ sf_md':>8} {'paired ÷':>9}"
+    )
+    for name in variants:
+        values = times[name]
+        rel = 1.0 if name == "sf_md" else ratio[name]
+        pair = 1.0 if name == "sf_md" else paired[name]
+        print(
+            f"{name:<12} {median[name]:>9.4f} {min(values):>8.4f} {max(values):>8.4f} "
+            f"{rel:>8.3f} {pair:>9.3f}"
+        )
+    print()
+    verdict = "OK" if ratio["mmanet"] <= FLOOR_MMANET_OVER_SF_MD else "ABOVE FLOOR"
+    print(
+        f"RATIO mmanet_epoch/sf_md_epoch = {ratio['mmanet']:.3f} "
+        f"(floor <= {FLOOR_MMANET_OVER_SF_MD}: {verdict})"
+    )
+    print(f"RATIO teacher_forward_epoch/sf_md_epoch = {ratio['teacher_fwd']:.3f} (reference)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

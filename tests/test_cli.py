@@ -1,0 +1,79 @@
+"""The command line: demo, train, evaluate, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import fast_overrides
+from mmanet.cli import main
+
+
+@pytest.mark.slow
+def test_demo_trains_every_ablation_and_prints_the_table(tmp_path, capsys):
+    out = tmp_path / "demo"
+    overrides = [o for o in fast_overrides(out) if not o.startswith("out=")]
+    assert main(["demo", "--out", str(out), "--no-progress", *overrides]) == 0
+    printed = capsys.readouterr().out
+    for title in ("SF-MD", "SF-MD+SP", "SF-MD+MAD", "SF-MAD+SR", "MMANet"):
+        assert title in printed
+    assert "Average (63 combinations)" in printed
+    assert "1 modality (mean of 6)" in printed
+    summary = json.loads((out / "results.json").read_text())
+    assert list(summary["methods"]) == ["sf_md", "sf_md_sp", "sf_mad", "sf_mad_sr", "mmanet"]
+    assert len(summary["methods"]["mmanet"]) == 63
+    assert set(summary["methods"]["mmanet"]["fou"]) == {"accuracy", "error"}
+    markdown = (out / "results.md").read_text()
+    assert "## Every combination" in markdown and "| fou+fac |" in markdown
+
+    # A second call reuses the finished runs instead of training again.
+    stamp = (out / "seed-0" / "mmanet" / "results_test.json").stat().st_mtime_ns
+    assert main(["demo", "--out", str(out), "--no-progress", *overrides]) == 0
+    assert (out / "seed-0" / "mmanet" / "results_test.json").stat().st_mtime_ns == stamp
+
+
+def test_train_resume_and_evaluate(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = fast_overrides(run, **{"method.name": "sf_md", "optim.epochs": 2})
+    assert main(["train", *args]) == 0
+    assert "Average (63 combinations)" in capsys.readouterr().out
+    assert main(["train", "--resume", *args]) == 0  # already complete: nothing to redo
+    assert main(["evaluate", "--run", str(run), "--split", "val"]) == 0
+    report = json.loads((run / "results_val.json").read_text())
+    assert report["split"] == "val" and len(report["combinations"]) == 63
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "optim.epochs=two"], "config key 'optim.epochs' must be int"),
+        (["train", "optim.epoch=2"], "unknown config key 'optim.epoch'"),
+        (["train", "data.modalities=[fou,rgb]"], "unknown Multiple Features view 'rgb'"),
+        (["train", "method.alpha=-1"], "method.alpha must be >= 0"),
+        (["train", "method.name=mmnet"], "unknown method.name='mmnet'"),
+        (["train", "optim.epochs=3", "optim.warmup_epochs=5"], "optim.warmup_epochs (5)"),
+        (["train", "--config", "nope.yaml"], "config file not found: nope.yaml"),
+        (["evaluate", "--run", "nowhere"], "config file not found: nowhere/config.yaml"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(args, message, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mmanet: error: ") and message in err
+    assert err.count("\n") == 1
+
+
+def test_console_entry_point():
+    done = subprocess.run(
+        [sys.executable, "-m", "mmanet", "train", "model.fusion=mean"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "mmanet: error: model.fusion='mean' is not available; known: ['concat']"
+    )

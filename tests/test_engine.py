@@ -1,0 +1,120 @@
+"""The training engine: every method through one loop, exact resume, logs and checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import fast_overrides
+from mmanet.config import ConfigError, build_config
+from mmanet.engine import Trainer
+from mmanet.engine.checkpoint import list_checkpoints, load_training_state
+from mmanet.experiment import demo_config_path
+
+
+def config(out, **extra):
+    return build_config(demo_config_path(), fast_overrides(out, **extra))
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory, mfeat):
+    out = tmp_path_factory.mktemp("teacher")
+    Trainer(config(out, **{"method.name": "teacher"}), mfeat).fit()
+    return out
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path, mfeat, teacher_dir):
+    extra = {"method.name": "mmanet", "method.teacher": str(teacher_dir)}
+    straight = Trainer(config(tmp_path / "straight", **extra), mfeat)
+    straight_report = straight.fit()
+
+    first = Trainer(config(tmp_path / "resumed", **extra), mfeat)
+    assert first.fit(stop_after=2) is None  # "killed" after epoch 2, mid-way through MAR
+    del first
+    # Scramble the global RNG as a new process would have it.
+    torch.manual_seed(12345)
+    resumed = Trainer(config(tmp_path / "resumed", **extra), mfeat)
+    resumed_report = resumed.fit(resume=True)
+
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    assert resumed_report["combinations"] == straight_report["combinations"]
+    assert resumed.miner.omega == straight.miner.omega
+    rows = [json.loads(line) for line in (tmp_path / "resumed" / "log.jsonl").open()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("method", "terms"),
+    [
+        ("teacher", {"loss_task"}),
+        ("sf_md", {"loss_task"}),
+        ("sf_md_sp", {"loss_task", "loss_mad"}),
+        ("sf_mad", {"loss_task", "loss_mad"}),
+        ("sf_mad_sr", {"loss_task", "loss_mad", "loss_mar"}),
+        ("mmanet", {"loss_task", "loss_mad", "loss_mar"}),
+    ],
+)
+def test_each_method_logs_its_loss_terms(tmp_path, mfeat, teacher_dir, method, terms):
+    extra = {"method.name": method, "optim.epochs": 3}
+    if method != "teacher":
+        extra["method.teacher"] = str(teacher_dir)
+    report = Trainer(config(tmp_path, **extra), mfeat).fit()
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").open()]
+    last = rows[-1]
+    assert {k for k in last if k.startswith("loss_")} == terms
+    assert len(report["combinations"]) == 63
+    assert 0 <= report["average"]["error"] <= 100
+    assert (tmp_path / "log.csv").is_file()
+    assert (tmp_path / "results_test.json").is_file()
+    train_acc = [k for k in last if k.startswith("train_acc/")]
+    assert train_acc == ["train_acc/fou+fac+kar+pix+zer+mor"] if method == "teacher" else train_acc
+    if method == "mmanet":
+        assert "mar_g/fou" in rows[0] and "omega" in rows[1]
+        miner = json.loads((tmp_path / "miner.json").read_text())
+        assert len(miner["memory_bank"]) == 2 and miner["omega"]
+
+
+def test_checkpoints_hold_everything_to_resume(tmp_path, mfeat):
+    Trainer(config(tmp_path, **{"method.name": "sf_md"}), mfeat).fit()
+    found = list_checkpoints(tmp_path)
+    assert [p.name for p in found] == ["epoch-0003", "epoch-0004"]  # the newest two are kept
+    state = load_training_state(found[-1])
+    assert state["epoch"] == 4
+    assert set(state["rng"]) >= {"torch", "mask", "data", "python", "numpy"}
+    meta = json.loads((found[-1] / "meta.json").read_text())
+    assert meta["modalities"] == ["fou", "fac", "kar", "pix", "zer", "mor"]
+    assert meta["class_names"] == [str(c) for c in range(10)]
+
+
+def test_distillation_without_teacher_is_a_config_error(tmp_path, mfeat):
+    with pytest.raises(ConfigError, match=r"method\.teacher"):
+        Trainer(config(tmp_path, **{"method.name": "mmanet"}), mfeat)
+
+
+def test_warmup_schedule_and_step_decay(tmp_path, mfeat):
+    trainer = Trainer(
+        config(
+            tmp_path,
+            **{
+                "method.name": "sf_md",
+                "optim.epochs": 4,
+                "optim.warmup_epochs": 2,
+                "optim.milestones": "[3]",
+            },
+        ),
+        mfeat,
+    )
+    steps = len(trainer.train_loader)
+    base = trainer.cfg.optim.lr
+    lrs = []
+    for _ in range(4 * steps):
+        lrs.append(trainer.optimizer.param_groups[0]["lr"])
+        trainer.optimizer.step()
+        trainer.scheduler.step()
+    assert lrs[0] == pytest.approx(base / (2 * steps))  # linear warm-up from lr / warm-up steps
+    assert lrs[2 * steps - 1] == pytest.approx(base)
+    assert lrs[2 * steps] == pytest.approx(base)  # epoch 3 at the base rate
+    assert lrs[3 * steps] == pytest.approx(base * 0.1)  # after 3 epochs: × gamma
