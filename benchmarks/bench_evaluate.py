@@ -160,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads)
 
     load_before = load_average()
-    config = build_config(demo_config_path(), {"progress": False, "tensorboard": False})
+    config = build_config(
+        demo_config_path(), {"threads": 0, "progress": False, "tensorboard": False}
+    )
     data = build_data(config.data)
     torch.manual_seed(config.seed)
     model = build_model(config.model, data.modalities, data.input_shapes, data.num_classes)

@@ -83,6 +83,7 @@ def busy_note(load: str) -> str | None:
 def make_config(name: str, out: Path, **method: Any):
     overrides = {
         "out": str(out / name),
+        "threads": 0,  # this script sets the thread count itself (--threads)
         "progress": False,
         "tensorboard": False,
         "method": {"name": name, **method},

@@ -54,6 +54,8 @@ def test_train_resume_and_evaluate(tmp_path, capsys):
         (["train", "data.modalities=[fou,rgb]"], "unknown Multiple Features view 'rgb'"),
         (["train", "method.alpha=-1"], "method.alpha must be >= 0"),
         (["train", "method.name=mmnet"], "unknown method.name='mmnet'"),
+        (["train", "model.encoders.rgb.type=cnn"], "model.encoders names unknown modality 'rgb'"),
+        (["train", "method.mask_probabilities=[1, 2]"], "method.mask_probabilities: mask"),
         (["train", "optim.epochs=3", "optim.warmup_epochs=5"], "optim.warmup_epochs (5)"),
         (["train", "--config", "nope.yaml"], "config file not found: nope.yaml"),
         (["evaluate", "--run", "nowhere"], "config file not found: nowhere/config.yaml"),

@@ -40,6 +40,7 @@ class ModelConfig:
     fusion: str = "concat"
     head_widths: list[int] = field(default_factory=lambda: [128, 64])
     head_dropout: float = 0.1
+    head_norm: Literal["batch", "layer", "none"] = "batch"
 
 
 @dataclass

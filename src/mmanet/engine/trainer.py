@@ -35,7 +35,7 @@ from mmanet.engine.logger import RunLogger
 from mmanet.engine.schedule import build_optimizer, build_scheduler
 from mmanet.io import atomic_write_json
 from mmanet.losses import WeakCombinationMiner, mad_loss
-from mmanet.modality import MaskSampler, drop_one_masks, full_mask, mask_codes
+from mmanet.modality import MaskSampler, drop_one_masks, full_mask, mask_code, mask_codes
 from mmanet.models import UnifiedNetwork, build_model
 
 
@@ -254,89 +254,101 @@ class Trainer:
         return self.test()
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
-        cfg, method = self.cfg, self.cfg.method
-        model, device = self.model, self.device
-        model.train()
-        names = model.modalities
+        """One pass over the training split; returns the epoch's log row."""
+        cfg = self.cfg
+        self.model.train()
+        names = self.model.modalities
         m = len(names)
-        omega = self.miner.omega_lookup(device) if self.miner is not None else None
-        weighting = "uniform" if method.distill == "sp" else method.mad.weighting
-        sums: dict[str, float] = defaultdict(float)
-        correct = torch.zeros(2**m, dtype=torch.long)
-        seen = torch.zeros(2**m, dtype=torch.long)
-        steps = 0
+        omega = self.miner.omega_lookup(self.device) if self.miner is not None else None
+        totals: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = defaultdict(int)
+        correct = torch.zeros(2**m, dtype=torch.long, device=self.device)
+        seen = torch.zeros(2**m, dtype=torch.long, device=self.device)
         start = time.perf_counter()
         bar = tqdm(
             self.train_loader,
-            desc=f"{method.name} epoch {epoch}/{cfg.optim.epochs}",
+            desc=f"{cfg.method.name} epoch {epoch}/{cfg.optim.epochs}",
             leave=False,
             disable=not cfg.progress,
             dynamic_ncols=True,
         )
-        for inputs, labels in bar:
-            inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
-            labels = labels.to(device, non_blocking=True)
-            b = labels.shape[0]
-            if method.dropout:
-                mask = self.sampler.sample(b, self.mask_generator).to(device)
+        for step, (inputs, labels) in enumerate(bar):
+            inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
+            labels = labels.to(self.device, non_blocking=True)
+            if cfg.method.dropout:
+                mask = self.sampler.sample(len(labels), self.mask_generator).to(self.device)
             else:
-                mask = torch.ones(b, m, device=device)
-
-            out = model.fuse(model.encode(inputs), mask)
-            task_loss = F.cross_entropy(out.logits, labels)
-            loss = task_loss
-            terms = {"loss_task": task_loss.detach()}
-
-            if self.teacher is not None:
-                with torch.no_grad():
-                    teacher_out = self.teacher(inputs)
-                use_fused = method.mad.features == "fused"
-                distill = mad_loss(
-                    out.fused if use_fused else out.features,
-                    teacher_out.fused if use_fused else teacher_out.features,
-                    teacher_out.logits,
-                    relation=method.mad.relation,
-                    weighting=weighting,
-                )
-                loss = loss + method.alpha * distill
-                terms["loss_mad"] = distill.detach()
-
-            if omega is not None:
-                selected = omega[mask_codes(mask)]
-                # L_MAR is the mean over the Ω samples, 0 when there are none; a single
-                # sample is skipped because batch normalisation needs two.
-                if int(selected.sum()) > 1:
-                    reg_out = model.apply_head(out.fused[selected], "reg_head")
-                    reg_loss = F.cross_entropy(reg_out.logits, labels[selected])
-                    loss = loss + method.beta * reg_loss
-                    terms["loss_mar"] = reg_loss.detach()
-                terms["mar_fraction"] = selected.float().mean()
-
+                mask = torch.ones(len(labels), m, device=self.device)
+            loss, terms, logits = self.training_step(inputs, labels, mask, omega)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             self.scheduler.step()
 
-            terms["loss"] = loss.detach()
             for key, value in terms.items():
-                sums[key] += float(value)
-            steps += 1
-            codes = mask_codes(mask).cpu()
-            hits = (out.logits.detach().argmax(1) == labels).cpu().long()
-            correct.index_add_(0, codes, hits)
-            seen.index_add_(0, codes, torch.ones_like(hits))
-            bar.set_postfix(loss=f"{terms['loss'].item():.3f}")
+                totals[key] = totals.get(key, 0) + value
+                counts[key] += 1
+            codes = mask_codes(mask)
+            correct.index_add_(0, codes, (logits.argmax(1) == labels).long())
+            seen.index_add_(0, codes, torch.ones_like(codes))
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{terms['loss'].item():.3f}")
 
         row: dict[str, Any] = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
-        row.update({key: value / steps for key, value in sums.items()})
+        row.update({key: float(value) / counts[key] for key, value in totals.items()})
         row["epoch_seconds"] = time.perf_counter() - start
+        correct, seen = correct.cpu(), seen.cpu()
         for mask in names.combinations:
-            code = sum(bit << i for i, bit in enumerate(mask))
+            code = mask_code(mask)
             if seen[code] > 0:
-                row[f"train_acc/{names.mask_name(mask)}"] = (
-                    100.0 * float(correct[code]) / float(seen[code])
-                )
+                accuracy = 100.0 * float(correct[code]) / float(seen[code])
+                row[f"train_acc/{names.mask_name(mask)}"] = accuracy
         return row
+
+    def training_step(
+        self,
+        inputs: dict[str, torch.Tensor],
+        labels: torch.Tensor,
+        mask: torch.Tensor,
+        omega: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """``L = L_task + α·L_MAD + β·L_MAR`` for one batch (SPEC §1).
+
+        Returns the loss, its detached terms and the detached deployment logits.
+        """
+        method = self.cfg.method
+        out = self.model.fuse(self.model.encode(inputs), mask)
+        task_loss = F.cross_entropy(out.logits, labels)
+        loss = task_loss
+        terms = {"loss_task": task_loss.detach()}
+
+        if self.teacher is not None:
+            with torch.no_grad():
+                teacher_out = self.teacher(inputs)
+            fused = method.mad.features == "fused"
+            distill = mad_loss(
+                out.fused if fused else out.features,
+                teacher_out.fused if fused else teacher_out.features,
+                teacher_out.logits,
+                relation=method.mad.relation,
+                weighting="uniform" if method.distill == "sp" else method.mad.weighting,
+            )
+            loss = loss + method.alpha * distill
+            terms["loss_mad"] = distill.detach()
+
+        if omega is not None:
+            selected = omega[mask_codes(mask)]
+            # L_MAR is the mean over the Ω samples, 0 when there are none; a single
+            # sample is skipped because batch normalisation needs two.
+            if int(selected.sum()) > 1:
+                reg_out = self.model.apply_head(out.fused[selected], "reg_head")
+                reg_loss = F.cross_entropy(reg_out.logits, labels[selected])
+                loss = loss + method.beta * reg_loss
+                terms["loss_mar"] = reg_loss.detach()
+            terms["mar_fraction"] = selected.float().mean()
+
+        terms["loss"] = loss.detach()
+        return loss, terms, out.logits.detach()
 
     # -- MAR mining -----------------------------------------------------------------------
 

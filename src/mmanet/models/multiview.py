@@ -53,7 +53,7 @@ def build_multiview(
     fused_width = sum(enc.out_features for enc in encoders.values())
 
     def head() -> MLPHead:
-        return MLPHead(fused_width, cfg.head_widths, num_classes, cfg.head_dropout)
+        return MLPHead(fused_width, cfg.head_widths, num_classes, cfg.head_dropout, cfg.head_norm)
 
     return UnifiedNetwork(
         modalities,

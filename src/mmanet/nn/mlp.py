@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import nn
 
+Norm = Literal["batch", "layer", "none"]
 
-def mlp_layers(in_features: int, widths: Sequence[int], dropout: float = 0.0) -> nn.Sequential:
-    """Linear -> BatchNorm -> ReLU (-> Dropout) for each width."""
+
+def norm_layer(norm: Norm, width: int) -> nn.Module:
+    if norm == "batch":
+        return nn.BatchNorm1d(width)
+    if norm == "layer":
+        return nn.LayerNorm(width)
+    return nn.Identity()
+
+
+def mlp_layers(
+    in_features: int, widths: Sequence[int], dropout: float = 0.0, norm: Norm = "batch"
+) -> nn.Sequential:
+    """Linear -> normalisation -> ReLU (-> Dropout) for each width."""
     layers: list[nn.Module] = []
     for width in widths:
-        layers += [nn.Linear(in_features, width), nn.BatchNorm1d(width), nn.ReLU(inplace=True)]
+        layers += [nn.Linear(in_features, width), norm_layer(norm, width), nn.ReLU(inplace=True)]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         in_features = width
@@ -71,13 +84,22 @@ class ConvEncoder(nn.Module):
 
 
 class MLPHead(nn.Module):
-    """Task head on fused vectors: returns (features before the classifier, logits)."""
+    """Task head on fused vectors: returns (features before the classifier, logits).
+
+    ``norm="layer"`` suits a regularization head, which sees only the few samples of
+    a batch whose mask is in Ω: batch statistics of a handful of samples are noise.
+    """
 
     def __init__(
-        self, in_features: int, widths: Sequence[int], num_classes: int, dropout: float = 0.0
+        self,
+        in_features: int,
+        widths: Sequence[int],
+        num_classes: int,
+        dropout: float = 0.0,
+        norm: Norm = "batch",
     ) -> None:
         super().__init__()
-        self.trunk = mlp_layers(in_features, widths, dropout)
+        self.trunk = mlp_layers(in_features, widths, dropout, norm)
         self.classifier = nn.Linear(widths[-1] if widths else in_features, num_classes)
 
     def forward(self, fused: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
