@@ -34,16 +34,15 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
+from common import busy_note, load_average  # benchmarks/common.py
 from mmanet.config import build_config
 from mmanet.data import build_data
 from mmanet.engine.evaluate import combination_confusions
@@ -52,35 +51,6 @@ from mmanet.experiment import demo_config_path
 from mmanet.metrics import confusion_matrix
 from mmanet.modality import Mask, all_masks, drop_one_masks, full_mask
 from mmanet.models import UnifiedNetwork, build_model
-
-
-def load_average() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "n/a"
-
-
-def busy_note(load: str) -> str | None:
-    """A warning when other processes were using the CPUs before the benchmark started."""
-    try:
-        one_minute = float(load.split()[0])
-    except (ValueError, IndexError):
-        return None
-    if one_minute < 0.5:
-        return None
-    threads = torch.get_num_threads()
-    advice = (
-        f"with {threads} torch threads and OpenMP spin-waiting the timings include "
-        "oversubscription (10x slower and very noisy); rerun with OMP_WAIT_POLICY=PASSIVE "
-        "in the environment or with --threads 1"
-        if threads > 1 and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE"
-        else "the timings are noisier than on an idle machine"
-    )
-    return (
-        f"NOTE: 1-min load average {one_minute:.2f} before the start: other processes "
-        f"share the {os.cpu_count()} CPUs; {advice}"
-    )
 
 
 @torch.no_grad()

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
-import os
 import statistics
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from typing import Any
 
 import torch
 
+from common import busy_note, load_average  # benchmarks/common.py
 from mmanet.config import build_config
 from mmanet.data import DataBundle, TensorMultimodalDataset, build_data
 from mmanet.engine import Trainer
@@ -49,35 +49,6 @@ from mmanet.experiment import demo_config_path
 
 FLOOR_MMANET_OVER_SF_MD = 1.8  # from the issue: an MMANet epoch costs at most 1.8 SF-MD epochs
 QUICK_TRAIN_SAMPLES = 256  # --quick: 4 steps of 64 per epoch
-
-
-def load_average() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "n/a"
-
-
-def busy_note(load: str) -> str | None:
-    """A warning when other processes were using the CPUs before the benchmark started."""
-    try:
-        one_minute = float(load.split()[0])
-    except (ValueError, IndexError):
-        return None
-    if one_minute < 0.5:
-        return None
-    threads = torch.get_num_threads()
-    advice = (
-        f"with {threads} torch threads and OpenMP spin-waiting the timings include "
-        "oversubscription (10x slower and very noisy); rerun with OMP_WAIT_POLICY=PASSIVE "
-        "in the environment or with --threads 1"
-        if threads > 1 and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE"
-        else "the timings are noisier than on an idle machine"
-    )
-    return (
-        f"NOTE: 1-min load average {one_minute:.2f} before the start: other processes "
-        f"share the {os.cpu_count()} CPUs; {advice}"
-    )
 
 
 def make_config(name: str, out: Path, **method: Any):

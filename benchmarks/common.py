@@ -1,0 +1,37 @@
+"""Helpers shared by the benchmark scripts: machine load and its warning."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+def busy_note(load: str) -> str | None:
+    """A warning when other processes were using the CPUs before the benchmark started."""
+    try:
+        one_minute = float(load.split()[0])
+    except (ValueError, IndexError):
+        return None
+    if one_minute < 0.5:
+        return None
+    threads = torch.get_num_threads()
+    advice = (
+        f"with {threads} torch threads and OpenMP spin-waiting the timings include "
+        "oversubscription (10x slower and very noisy); rerun with OMP_WAIT_POLICY=PASSIVE "
+        "in the environment or with --threads 1"
+        if threads > 1 and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE"
+        else "the timings are noisier than on an idle machine"
+    )
+    return (
+        f"NOTE: 1-min load average {one_minute:.2f} before the start: other processes "
+        f"share the {os.cpu_count()} CPUs; {advice}"
+    )
