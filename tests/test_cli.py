@@ -79,3 +79,38 @@ def test_console_entry_point():
     assert done.stderr.strip() == (
         "mmanet: error: model.fusion='mean' is not available; known: ['concat']"
     )
+
+
+def test_train_on_a_manifest_of_images_and_arrays(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rows = ["rgb,depth,label"]
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        label = i % 2
+        image = rng.integers(0, 60, (8, 8, 3), dtype=np.uint8) + 150 * label
+        Image.fromarray(image.astype(np.uint8)).save(tmp_path / f"{i}.png")
+        np.save(tmp_path / f"{i}.npy", rng.normal(label, 0.5, size=5).astype(np.float32))
+        rows.append(f"{i}.png,{i}.npy,{'live' if label else 'spoof'}")
+    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
+    common = [
+        "data.name=manifest",
+        f"data.manifest={tmp_path / 'data.csv'}",
+        "data.batch_size=8",
+        "data.bona_fide_class=0",
+        "model.encoders.rgb.type=cnn",
+        "model.encoders.rgb.widths=[4,8]",
+        "model.encoder.widths=[8]",
+        "model.head_widths=[8]",
+        "optim.lr=0.01",
+    ]
+    teacher = fast_overrides(tmp_path / "teacher", **{"method.name": "teacher"})
+    assert main(["train", *common, *teacher]) == 0
+    student = fast_overrides(
+        tmp_path / "mmanet", **{"method.name": "mmanet", "method.teacher": tmp_path / "teacher"}
+    )
+    assert main(["train", *common, *student]) == 0
+    report = json.loads((tmp_path / "mmanet" / "results_test.json").read_text())
+    assert list(report["combinations"]) == ["rgb", "depth", "rgb+depth"]
+    assert {"apcer", "bpcer", "acer"} <= set(report["combinations"]["rgb"])
