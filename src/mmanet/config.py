@@ -56,6 +56,13 @@ class DataConfig:
     batch_size: int = 64
     eval_batch_size: int = 512
     num_workers: int = 0
+    # Image datasets (CASIA-SURF, CeFA): the protocol / list files and augmentation.
+    protocol: str | None = None  # CeFA: e.g. "4@5"; CASIA-SURF: unused
+    image_size: int = 112  # crop size for training, resize size for testing
+    resize: int = 144  # training: resize before the random crop
+    rotation: float = 30.0  # training: random rotation in degrees (±)
+    augment: bool = True  # training augmentation on/off
+    skip_unreadable: bool = False  # drop unreadable images (counted) instead of failing
 
 
 @dataclass
