@@ -118,3 +118,32 @@ def test_warmup_schedule_and_step_decay(tmp_path, mfeat):
     assert lrs[2 * steps - 1] == pytest.approx(base)
     assert lrs[2 * steps] == pytest.approx(base)  # epoch 3 at the base rate
     assert lrs[3 * steps] == pytest.approx(base * 0.1)  # after 3 epochs: × gamma
+
+
+def test_customized_trains_one_model_per_combination_on_its_own_mask(tmp_path, mfeat):
+    from mmanet.data import build_data
+    from mmanet.experiment import run_customized
+
+    data = build_data(build_config(demo_config_path(), ["data.modalities=[fou,pix]"]).data)
+    overrides = {
+        "data": {"modalities": ["fou", "pix"]},
+        "optim": {"epochs": 2, "warmup_epochs": 1, "milestones": [1]},
+        "progress": False,
+        "tensorboard": False,
+    }
+    report = run_customized(0, tmp_path, demo_config_path(), overrides, data)
+    assert list(report["combinations"]) == ["fou", "pix", "fou+pix"]
+    for name in ("fou", "pix", "fou+pix"):
+        own = json.loads(
+            (tmp_path / "seed-0" / "customized" / name / "results_test.json").read_text()
+        )
+        assert own["trained_on"] == name
+        assert report["combinations"][name] == own["combinations"][name]
+        rows = [
+            json.loads(line)
+            for line in (tmp_path / "seed-0" / "customized" / name / "log.jsonl").open()
+        ]
+        assert [k for k in rows[-1] if k.startswith("train_acc/")] == [f"train_acc/{name}"]
+    assert report["average"]["error"] == pytest.approx(
+        sum(report["combinations"][n]["error"] for n in ("fou", "pix", "fou+pix")) / 3
+    )

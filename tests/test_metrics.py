@@ -155,3 +155,31 @@ def test_acer_matches_a_brute_force_count(pairs, bona_fide):
     assert _same(metrics["acer"], acer)
     correct = sum(label == prediction for label, prediction in pairs)
     assert metrics["accuracy"] == pytest.approx(100.0 * correct / len(pairs))
+
+
+def test_binary_confusion_accepts_at_the_threshold():
+    from mmanet.metrics import binary_confusion
+
+    scores = torch.tensor([0.9, 0.5, 0.4, 0.7, 0.1])
+    labels = torch.tensor([1, 1, 1, 0, 0])  # 1 = bona fide
+    # threshold 0.5: bona fide 0.9, 0.5 accepted, 0.4 rejected; attack 0.7 accepted, 0.1 not
+    confusion = binary_confusion(scores, labels, bona_fide_class=1, threshold=0.5)
+    assert confusion.tolist() == [[1, 1], [1, 2]]
+    m = classification_metrics(confusion, bona_fide_class=1)
+    assert m["apcer"] == pytest.approx(50.0) and m["bpcer"] == pytest.approx(100 / 3)
+    # bona fide = class 0: the same scores now rate class 0
+    confusion0 = binary_confusion(scores, 1 - labels, bona_fide_class=0, threshold=0.5)
+    assert confusion0.tolist() == [[2, 1], [1, 1]]
+
+
+def test_equal_error_threshold_balances_apcer_and_bpcer():
+    from mmanet.metrics import equal_error_threshold
+
+    # bona fide scores 0.2 0.6 0.8 0.9; attack scores 0.1 0.3 0.7 0.75
+    scores = torch.tensor([0.2, 0.6, 0.8, 0.9, 0.1, 0.3, 0.7, 0.75])
+    labels = torch.tensor([1, 1, 1, 1, 0, 0, 0, 0])
+    # t = 0.7: APCER = 2/4 (0.7, 0.75), BPCER = 2/4 (0.2, 0.6) -> equal; every lower
+    # candidate has APCER > BPCER, every higher one BPCER > APCER.
+    assert equal_error_threshold(scores, labels, 1) == pytest.approx(0.7)
+    with pytest.raises(ValueError, match="bona fide and attack"):
+        equal_error_threshold(scores[:4], labels[:4], 1)

@@ -19,10 +19,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mmanet.engine import Trainer
 
     config = build_config(args.config, args.overrides)
+    if config.method.name == "customized" and config.method.combination is None:
+        return _train_customized(args, config)
     report = Trainer(config).fit(resume=args.resume)
     if report is not None:
         _print_report(report, config.data.bona_fide_class is not None)
         print(f"results: {Path(config.out) / 'results_test.json'}")
+    return 0
+
+
+def _train_customized(args: argparse.Namespace, config) -> int:
+    """method.name=customized without a combination: one model per combination."""
+    from mmanet.data import build_data
+    from mmanet.experiment import run_customized
+    from mmanet.io import atomic_write_json
+
+    out = Path(config.out)
+    report = run_customized(
+        config.seed,
+        out,
+        args.config,
+        parse_overrides(args.overrides),
+        build_data(config.data),
+        progress=config.progress,
+    )
+    atomic_write_json(out / "results_test.json", report)
+    _print_report(report, config.data.bona_fide_class is not None)
+    print(f"results: {out / 'results_test.json'}")
     return 0
 
 
@@ -70,16 +93,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _print_report(report: dict, binary: bool) -> None:
-    from mmanet.report import comparison_table
+    from mmanet.report import metrics_table
 
-    metric = "acer" if binary else "error"
-    table = {
-        report["method"]: {
-            name: {metric: {"values": [metrics[metric]]}}
-            for name, metrics in report["combinations"].items()
-        }
-    }
-    print(comparison_table(table, metric, markdown=False))
+    metrics = ("acer", "apcer", "bpcer") if binary else ("error", "accuracy")
+    print(metrics_table(report, metrics))
 
 
 def build_parser() -> argparse.ArgumentParser:

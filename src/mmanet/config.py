@@ -41,6 +41,7 @@ class ModelConfig:
     head_widths: list[int] = field(default_factory=lambda: [128, 64])
     head_dropout: float = 0.1
     head_norm: Literal["batch", "layer", "none"] = "batch"
+    pretrained: str | None = None  # sf: a torchvision ResNet-18 state dict for every stem
 
 
 @dataclass
@@ -83,6 +84,7 @@ class MARConfig:
 class MethodConfig:
     name: str = "sf_md"
     dropout: bool = True  # per-sample modality dropout; False trains on complete data
+    combination: str | None = None  # "customized": train on this one combination, e.g. "rgb+ir"
     mask_probabilities: list[float] | None = None  # per combination, all_masks order
     distill: Literal["none", "sp", "mad"] = "none"
     regularize: Literal["none", "sr", "mar"] = "none"
@@ -116,6 +118,9 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    # Two-class anti-spoofing: accept as bona fide when its probability reaches this
+    # threshold, or "val_eer": per combination, where APCER = BPCER on the validation split.
+    threshold: float | Literal["val_eer"] = 0.5
     progress: bool = True
     tensorboard: bool = True  # when the tensorboard package is installed
 
@@ -123,6 +128,7 @@ class Config:
 # The paper's methods (SPEC §6 ablations) as switch settings of the one training loop.
 METHOD_PRESETS: dict[str, dict[str, Any]] = {
     "teacher": {"dropout": False, "distill": "none", "regularize": "none"},
+    "customized": {"dropout": False, "distill": "none", "regularize": "none"},
     "sf_md": {"dropout": True, "distill": "none", "regularize": "none"},
     "sf_md_sp": {"dropout": True, "distill": "sp", "regularize": "none"},
     "sf_mad": {"dropout": True, "distill": "mad", "regularize": "none"},
@@ -132,6 +138,7 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
 
 METHOD_TITLES = {
     "teacher": "Teacher",
+    "customized": "Customized",
     "sf_md": "SF-MD",
     "sf_md_sp": "SF-MD+SP",
     "sf_mad": "SF-MD+MAD",
@@ -171,7 +178,8 @@ def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any
     return merged
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def load_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML mapping; ``extends: other.yaml`` (relative to this file) is merged under it."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
@@ -185,7 +193,13 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
-    return data
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    parent_path = (path.parent / str(parent)).resolve()
+    if parent_path in _seen:
+        raise ConfigError(f"config file {path}: 'extends' loops back to {parent_path}")
+    return deep_merge(load_yaml(parent_path, (*_seen, parent_path)), data)
 
 
 def build_config(
@@ -236,6 +250,8 @@ def validate(config: Config) -> None:
         )
     if method.regularize == "mar" and method.mar.warmup_epochs < 1:
         raise ConfigError("method.mar.warmup_epochs must be >= 1")
+    if method.combination and method.name != "customized":
+        raise ConfigError("method.combination is only for method.name=customized")
     if config.data.batch_size < 1:
         raise ConfigError(f"data.batch_size must be >= 1, got {config.data.batch_size}")
 

@@ -19,6 +19,8 @@ from mmanet.config import Config, ConfigError, build_config, deep_merge, to_dict
 from mmanet.data import DataBundle, build_data
 from mmanet.engine import Trainer
 from mmanet.io import atomic_write_json, atomic_write_text
+from mmanet.metrics import summarize
+from mmanet.modality import Modalities
 from mmanet.report import aggregate, comparison_table
 
 ABLATION_METHODS = ["sf_md", "sf_md_sp", "sf_mad", "sf_mad_sr", "mmanet"]
@@ -34,10 +36,15 @@ def run_method(
     teacher_dir: Path | None,
     split: str = "test",
     progress: bool = True,
+    combination: str | None = None,
 ) -> dict[str, Any]:
     """Train one method (or reuse the finished run) and return its report on ``split``."""
     run_dir = out / f"seed-{seed}" / method
     layer: dict[str, Any] = {"seed": seed, "out": str(run_dir), "method": {"name": method}}
+    if combination is not None:
+        run_dir = run_dir / combination
+        layer["out"] = str(run_dir)
+        layer["method"]["combination"] = combination
     if teacher_dir is not None:
         layer["method"]["teacher"] = str(teacher_dir)
     config = build_config(config_path, deep_merge(dict(overrides), layer))
@@ -56,6 +63,32 @@ def run_method(
     if report is None or split != "test":
         report = trainer.test(split)
     return report
+
+
+def run_customized(
+    seed: int,
+    out: Path,
+    config_path: str | Path | None,
+    overrides: Mapping[str, Any],
+    data: DataBundle,
+    split: str = "test",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The customized baseline: one model per combination, each tested on its own one."""
+    names = Modalities(data.modalities)
+    per_combination = {}
+    for mask in names.combinations:
+        name = names.mask_name(mask)
+        report = run_method(
+            "customized", seed, out, config_path, overrides, data, None, split, progress, name
+        )
+        per_combination[name] = report["combinations"][name]
+    return {
+        "method": "customized",
+        "split": split,
+        "combinations": per_combination,
+        **summarize(per_combination),
+    }
 
 
 RUNTIME_KEYS = ("progress", "threads", "tensorboard")

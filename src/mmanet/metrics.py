@@ -41,6 +41,33 @@ def classification_metrics(
     return metrics
 
 
+def binary_confusion(
+    bona_fide_scores: torch.Tensor, labels: torch.Tensor, bona_fide_class: int, threshold: float
+) -> torch.Tensor:
+    """2 x 2 confusion when a sample is accepted as bona fide iff its score >= ``threshold``."""
+    accepted = bona_fide_scores >= threshold
+    predictions = torch.where(accepted, bona_fide_class, 1 - bona_fide_class)
+    return confusion_matrix(predictions, labels, 2)
+
+
+def equal_error_threshold(
+    bona_fide_scores: torch.Tensor, labels: torch.Tensor, bona_fide_class: int
+) -> float:
+    """The score threshold at which APCER and BPCER are closest (ties: the lower threshold).
+
+    Candidates are the observed scores; APCER(t) = share of attacks with score >= t,
+    BPCER(t) = share of bona fide samples with score < t.
+    """
+    scores = bona_fide_scores.double()
+    bona_fide = labels == bona_fide_class
+    if bona_fide.all() or (~bona_fide).all():
+        raise ValueError("an equal-error threshold needs bona fide and attack samples")
+    candidates = torch.unique(scores)  # sorted ascending
+    apcer = (scores[~bona_fide][None, :] >= candidates[:, None]).double().mean(1)
+    bpcer = (scores[bona_fide][None, :] < candidates[:, None]).double().mean(1)
+    return float(candidates[int((apcer - bpcer).abs().argmin())])
+
+
 def _rate(count: torch.Tensor, total: torch.Tensor) -> float:
     return 100.0 * count.item() / total.item() if total.item() else float("nan")
 

@@ -102,3 +102,17 @@ def _render(header: list[str], rows: list[list[str]], markdown: bool) -> str:
         for i, (cell, w) in enumerate(zip(row, widths, strict=True))
     )
     return "\n".join([fmt(header), "  ".join("-" * w for w in widths), *map(fmt, rows)])
+
+
+def metrics_table(report: Mapping[str, Any], metrics: Sequence[str], markdown: bool = False) -> str:
+    """One method's report: rows = combinations + averages, columns = ``metrics`` (%)."""
+    rows = [
+        [name, *[f"{values[m]:.2f}" for m in metrics]]
+        for name, values in report["combinations"].items()
+    ]
+    rows.append(
+        ["Single-modality average", *[f"{report['single_average'][m]:.2f}" for m in metrics]]
+    )
+    average = f"Average ({len(report['combinations'])} combinations)"
+    rows.append([average, *[f"{report['average'][m]:.2f}" for m in metrics]])
+    return _render(["Combination", *[m.upper() for m in metrics]], rows, markdown)

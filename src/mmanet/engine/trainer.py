@@ -30,12 +30,23 @@ from mmanet.engine.checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from mmanet.engine.evaluate import combination_confusions, evaluate_combinations
+from mmanet.engine.evaluate import (
+    combination_confusions,
+    equal_error_thresholds,
+    evaluate_combinations,
+)
 from mmanet.engine.logger import RunLogger
 from mmanet.engine.schedule import build_optimizer, build_scheduler
 from mmanet.io import atomic_write_json
 from mmanet.losses import WeakCombinationMiner, mad_loss
-from mmanet.modality import MaskSampler, drop_one_masks, full_mask, mask_code, mask_codes
+from mmanet.modality import (
+    MaskSampler,
+    Modalities,
+    drop_one_masks,
+    full_mask,
+    mask_code,
+    mask_codes,
+)
 from mmanet.models import UnifiedNetwork, build_model
 
 
@@ -114,6 +125,9 @@ class Trainer:
         self.mask_generator = torch.Generator().manual_seed(config.seed + 1)
         self.data_generator = torch.Generator().manual_seed(config.seed + 2)
         self.sampler = self._mask_sampler(m)
+        self.fixed_mask = torch.tensor(
+            self._fixed_mask(m), dtype=torch.float32, device=self.device
+        ).unsqueeze(0)
         self.train_loader = make_loader(
             self.data.train,
             config.data.batch_size,
@@ -145,6 +159,18 @@ class Trainer:
         teacher = load_network(source, self.cfg, self.data).to(self.device)
         teacher.eval().requires_grad_(False)
         return teacher
+
+    def _fixed_mask(self, m: int) -> tuple[int, ...]:
+        """The mask of a run without dropout: the full mask, or the customized combination."""
+        combination = self.cfg.method.combination
+        if self.cfg.method.name == "customized" and combination is None:
+            raise ConfigError("method.name=customized needs method.combination, e.g. rgb+ir")
+        if combination is None:
+            return full_mask(m)
+        try:
+            return Modalities(self.data.modalities).mask_from_name(combination)
+        except KeyError as err:
+            raise ConfigError(f"method.combination={combination!r}: {err.args[0]}") from None
 
     def _mask_sampler(self, m: int) -> MaskSampler:
         try:
@@ -278,7 +304,7 @@ class Trainer:
             if cfg.method.dropout:
                 mask = self.sampler.sample(len(labels), self.mask_generator).to(self.device)
             else:
-                mask = torch.ones(len(labels), m, device=self.device)
+                mask = self.fixed_mask.expand(len(labels), -1)
             loss, terms, logits = self.training_step(inputs, labels, mask, omega)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -361,7 +387,7 @@ class Trainer:
             if method.mar.mining_split == "train"
             else self.data.val
         )
-        loader = make_loader(dataset, self.cfg.data.eval_batch_size, self.cfg.data.num_workers)
+        loader = self._eval_loader(dataset)
         m = len(self.data.modalities)
         masks = [full_mask(m), *drop_one_masks(m)]
         confusions = combination_confusions(
@@ -385,19 +411,35 @@ class Trainer:
     # -- evaluation -----------------------------------------------------------------------
 
     def test(self, split: str = "test") -> dict[str, Any]:
-        """Evaluate every combination on ``split`` and write ``results.json``."""
-        loader = make_loader(
-            self.data.split(split), self.cfg.data.eval_batch_size, self.cfg.data.num_workers
-        )
+        """Evaluate every combination on ``split`` and write ``results_<split>.json``."""
+        bona_fide = self.cfg.data.bona_fide_class
+        thresholds: float | dict[str, float] = 0.5
+        if bona_fide is not None and self.cfg.threshold == "val_eer":
+            val_loader = self._eval_loader(self.data.val)
+            thresholds = equal_error_thresholds(self.model, val_loader, bona_fide, self.device)
+        elif bona_fide is not None:
+            thresholds = float(self.cfg.threshold)
         results = evaluate_combinations(
             self.model,
-            loader,
+            self._eval_loader(self.data.split(split)),
             self.data.num_classes,
             self.device,
-            bona_fide_class=self.cfg.data.bona_fide_class,
+            bona_fide_class=bona_fide,
+            thresholds=thresholds,
         )
         report = {"method": self.cfg.method.name, "split": split, "epoch": self.epoch, **results}
+        if self.cfg.method.combination:
+            report["trained_on"] = self.cfg.method.combination
         if self.miner is not None:
             report["omega"] = self.miner_summary()["omega"]
+        if self.data.skipped:
+            report["skipped"] = list(self.data.skipped)
+            print(
+                f"mmanet: skipped {len(self.data.skipped)} unreadable samples "
+                f"(listed in {self.run_dir / f'results_{split}.json'})"
+            )
         atomic_write_json(self.run_dir / f"results_{split}.json", report)
         return report
+
+    def _eval_loader(self, dataset: Dataset) -> DataLoader:
+        return make_loader(dataset, self.cfg.data.eval_batch_size, self.cfg.data.num_workers)

@@ -6,13 +6,14 @@ from collections.abc import Callable, Mapping, Sequence
 
 from mmanet.config import ConfigError, ModelConfig
 from mmanet.models.multiview import build_multiview
+from mmanet.models.sf import build_sf
 from mmanet.models.unified import Encoded, NetworkOutput, UnifiedNetwork
 
 Builder = Callable[
     [ModelConfig, Sequence[str], Mapping[str, Sequence[int]], int, bool], UnifiedNetwork
 ]
 
-MODELS: dict[str, Builder] = {"multiview": build_multiview}
+MODELS: dict[str, Builder] = {"multiview": build_multiview, "sf": build_sf}
 
 
 def register_model(name: str) -> Callable[[Builder], Builder]:

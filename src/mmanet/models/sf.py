@@ -1,0 +1,101 @@
+"""The SF network of the CASIA-SURF benchmark (SPEC §5): per modality a ResNet-18 stem
+and an SE block, concatenation, then a shared ResNet-18 layer3 + layer4 + fc head.
+
+The regularization head is a second :class:`SFHead` on the same concatenated features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from mmanet.config import ConfigError, ModelConfig
+from mmanet.fusion import FUSIONS
+from mmanet.models.unified import UnifiedNetwork
+from mmanet.nn import BasicBlock, ResNetStem, SEBlock, init_resnet_weights, make_layer
+from mmanet.nn.resnet import load_torchvision_weights
+
+SE_REDUCTION = 16
+
+
+class SFEncoder(nn.Module):
+    """ResNet-18 conv1 ... layer2, then SE: (b, c, h, w) -> (b, 128, h/8, w/8)."""
+
+    def __init__(self, in_channels: int = 3, se_reduction: int = SE_REDUCTION) -> None:
+        super().__init__()
+        self.stem = ResNetStem(in_channels)
+        self.se = SEBlock(self.stem.out_channels, se_reduction)
+        self.out_channels = self.stem.out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.se(self.stem(x))
+
+
+class SFHead(nn.Module):
+    """ResNet-18 layer3 + layer4 + global average pooling + fc on the fused stem features.
+
+    Returns (the layer4 map (b, 512, h/32, w/32), on which MAD acts; logits (b, k)).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.layer3 = make_layer(BasicBlock, in_channels, 256, 2, stride=2)
+        self.layer4 = make_layer(BasicBlock, 256, 512, 2, stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(512, num_classes)
+        init_resnet_weights(self)
+
+    def forward(self, fused: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.layer4(self.layer3(fused))  # (b, 512, h/32, w/32)
+        return features, self.fc(self.avgpool(features).flatten(1))
+
+
+def build_sf(
+    cfg: ModelConfig,
+    modalities: Sequence[str],
+    input_shapes: Mapping[str, Sequence[int]],
+    num_classes: int,
+    reg_head: bool,
+) -> UnifiedNetwork:
+    """The SF network for image modalities of shape (c, h, w), c = 3 in the paper."""
+    if cfg.fusion != "concat":
+        raise ConfigError(f"model.name=sf needs model.fusion=concat, got {cfg.fusion!r}")
+    for name in modalities:
+        if len(input_shapes[name]) != 3:
+            raise ConfigError(
+                f"model.name=sf needs (c, h, w) images; modality {name!r} has input shape "
+                f"{tuple(input_shapes[name])}"
+            )
+    encoders = {name: SFEncoder(input_shapes[name][0]) for name in modalities}
+    if cfg.pretrained:
+        weights = read_torchvision_state_dict(cfg.pretrained)
+        for encoder in encoders.values():
+            try:
+                load_torchvision_weights(encoder.stem, weights)
+            except ValueError as err:
+                raise ConfigError(f"model.pretrained={cfg.pretrained}: {err}") from None
+    fused_channels = sum(enc.out_channels for enc in encoders.values())  # m * 128
+    return UnifiedNetwork(
+        modalities,
+        encoders,
+        FUSIONS[cfg.fusion](),
+        SFHead(fused_channels, num_classes),
+        input_shapes,
+        reg_head=SFHead(fused_channels, num_classes) if reg_head else None,
+    )
+
+
+def read_torchvision_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """A torchvision ResNet state dict from ``.pth`` (``weights_only``) or ``.safetensors``."""
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            return load_file(path)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ConfigError(f"model.pretrained: file not found: {path}") from None
+    except Exception as err:  # corrupt file or one that is not a plain state dict
+        raise ConfigError(f"model.pretrained: cannot read {path}: {type(err).__name__}") from None
