@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import Dataset
@@ -26,6 +26,7 @@ class DataBundle:
     input_shapes: dict[str, tuple[int, ...]]  # per-sample shape of each modality
     class_names: list[str]
     train_eval: Dataset | None = None  # the training split without augmentation (MAR mining)
+    skipped: list[str] = field(default_factory=list)  # "path: reason" of dropped samples
 
     @property
     def num_classes(self) -> int:
