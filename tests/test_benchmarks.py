@@ -12,7 +12,9 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script", ["bench_train_step.py", "bench_evaluate.py"])
+@pytest.mark.parametrize(
+    "script", ["bench_train_step.py", "bench_evaluate.py", "bench_data_loading.py"]
+)
 def test_benchmark_quick_run_prints_ratios(script):
     done = subprocess.run(
         [sys.executable, str(BENCHMARKS / script), "--quick"],

@@ -59,6 +59,7 @@ class DataConfig:
     num_workers: int = 0
     # Image datasets (CASIA-SURF, CeFA): the protocol / list files and augmentation.
     protocol: str | None = None  # CeFA: e.g. "4@5"; CASIA-SURF: unused
+    frames_per_video: int | None = None  # CeFA: frames taken from each video (None: all)
     image_size: int = 112  # crop size for training, resize size for testing
     resize: int = 144  # training: resize before the random crop
     rotation: float = 30.0  # training: random rotation in degrees (±)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from mmanet.config import DataConfig
 from mmanet.data.base import DataBundle, DataError, TensorMultimodalDataset, collate
+from mmanet.data.casia_surf import BONA_FIDE, CLASS_NAMES, load_casia_surf
+from mmanet.data.cefa import load_cefa
 from mmanet.data.manifest import load_manifest
 from mmanet.data.mfeat import load_mfeat
+
+DATASETS = ("mfeat", "manifest", "casia_surf", "cefa")
 
 
 def build_data(cfg: DataConfig) -> DataBundle:
@@ -18,7 +22,29 @@ def build_data(cfg: DataConfig) -> DataBundle:
         return load_manifest(
             cfg.manifest, cfg.modalities, cfg.label_column, cfg.split_column, cfg.split_seed
         )
-    raise DataError(f"unknown dataset data.name={cfg.name!r}; use 'mfeat' or 'manifest'")
+    if cfg.name in ("casia_surf", "cefa"):
+        return _build_face_data(cfg)
+    raise DataError(f"unknown dataset data.name={cfg.name!r}; use one of {list(DATASETS)}")
+
+
+def _build_face_data(cfg: DataConfig) -> DataBundle:
+    if cfg.bona_fide_class not in (None, BONA_FIDE):
+        raise DataError(
+            f"data.bona_fide_class={cfg.bona_fide_class}, but the bona fide class of "
+            f"data.name={cfg.name} is {BONA_FIDE} (class_names {CLASS_NAMES})"
+        )
+    images = {
+        "image_size": cfg.image_size,
+        "resize": cfg.resize,
+        "rotation": cfg.rotation,
+        "augment": cfg.augment,
+        "skip_unreadable": cfg.skip_unreadable,
+    }
+    if cfg.name == "casia_surf":
+        return load_casia_surf(cfg.root, cfg.modalities, **images)
+    return load_cefa(
+        cfg.root, cfg.protocol, cfg.modalities, frames_per_video=cfg.frames_per_video, **images
+    )
 
 
 __all__ = ["DataBundle", "DataError", "TensorMultimodalDataset", "build_data", "collate"]
