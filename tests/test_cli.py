@@ -114,3 +114,17 @@ def test_train_on_a_manifest_of_images_and_arrays(tmp_path):
     report = json.loads((tmp_path / "mmanet" / "results_test.json").read_text())
     assert list(report["combinations"]) == ["rgb", "depth", "rgb+depth"]
     assert {"apcer", "bpcer", "acer"} <= set(report["combinations"]["rgb"])
+
+
+def test_train_customized_without_a_combination_trains_one_model_each(tmp_path, capsys):
+    out = tmp_path / "customized"
+    args = fast_overrides(
+        out, **{"method.name": "customized", "data.modalities": "[fou,mor]", "optim.epochs": 2}
+    )
+    assert main(["train", *args]) == 0
+    printed = capsys.readouterr().out
+    assert "Average (3 combinations)" in printed
+    report = json.loads((out / "results_test.json").read_text())
+    assert list(report["combinations"]) == ["fou", "mor", "fou+mor"]
+    for name in report["combinations"]:
+        assert (out / "seed-0" / "customized" / name / "results_test.json").is_file()
