@@ -1,4 +1,5 @@
-"""Metrics from confusion matrices: error/accuracy, and APCER/BPCER/ACER (ISO/IEC 30107-3).
+"""Metrics from confusion matrices: error/accuracy, APCER/BPCER/ACER (ISO/IEC 30107-3), and
+mIoU / pixel accuracy for semantic segmentation.
 
 All rates are percentages. A confusion matrix has true classes as rows and
 predicted classes as columns.
@@ -66,6 +67,32 @@ def equal_error_threshold(
     apcer = (scores[~bona_fide][None, :] >= candidates[:, None]).double().mean(1)
     bpcer = (scores[bona_fide][None, :] < candidates[:, None]).double().mean(1)
     return float(candidates[int((apcer - bpcer).abs().argmin())])
+
+
+def segmentation_confusion(
+    predictions: torch.Tensor, labels: torch.Tensor, num_classes: int, ignore_index: int = 255
+) -> torch.Tensor:
+    """(k, k) pixel counts over label maps of any shape; pixels labelled ``ignore_index``
+    are left out."""
+    keep = labels.reshape(-1) != ignore_index
+    return confusion_matrix(predictions.reshape(-1)[keep], labels.reshape(-1)[keep], num_classes)
+
+
+def iou_metrics(confusion: torch.Tensor) -> dict[str, float | list[float]]:
+    """mIoU, per-class IoU = TP / (TP + FP + FN) and pixel accuracy, in %, from one confusion
+    accumulated over a whole split. A class absent from both ground truth and predictions has
+    IoU NaN and is left out of the mean."""
+    confusion = confusion.double()
+    true_positives = confusion.diag()
+    union = confusion.sum(0) + confusion.sum(1) - true_positives
+    iou = torch.where(union > 0, true_positives / union.clamp(min=1), torch.nan) * 100.0
+    present = ~iou.isnan()
+    total = confusion.sum().item()
+    return {
+        "miou": iou[present].mean().item() if present.any() else float("nan"),
+        "per_class_iou": iou.tolist(),
+        "pixel_accuracy": 100.0 * true_positives.sum().item() / total if total else float("nan"),
+    }
 
 
 def _rate(count: torch.Tensor, total: torch.Tensor) -> float:

@@ -67,11 +67,14 @@ class _Batched:
 
 
 def collate(samples: list) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Stack ``({modality: tensor}, label)`` samples; pass through pre-batched ones."""
+    """Stack ``({modality: tensor}, label)`` samples (class indices or label-map tensors);
+    pass through pre-batched ones."""
     if len(samples) == 1 and isinstance(samples[0], _Batched):
         return samples[0].views, samples[0].labels
     names = samples[0][0].keys()
     inputs = {name: torch.stack([s[0][name] for s in samples]) for name in names}
+    if isinstance(samples[0][1], torch.Tensor) and samples[0][1].ndim > 0:
+        return inputs, torch.stack([s[1] for s in samples]).long()  # label maps: (b, h, w)
     labels = torch.as_tensor([int(s[1]) for s in samples], dtype=torch.long)
     return inputs, labels
 
