@@ -51,21 +51,18 @@ def _train_customized(args: argparse.Namespace, config) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from mmanet.data import build_data
-    from mmanet.engine import evaluate_combinations, load_network, make_loader
+    from mmanet.engine import evaluate_split, load_network
+    from mmanet.engine.trainer import resolve_device
     from mmanet.io import atomic_write_json
 
     run = Path(args.run)
     config = build_config(run / "config.yaml", args.overrides)
     data = build_data(config.data)
+    device = resolve_device(config.device)
     model = load_network(
         args.checkpoint or run, config, data, reg_head=config.method.regularize != "none"
-    )
-    loader = make_loader(
-        data.split(args.split), config.data.eval_batch_size, config.data.num_workers
-    )
-    results = evaluate_combinations(
-        model, loader, data.num_classes, "cpu", config.data.bona_fide_class
-    )
+    ).to(device)
+    results = evaluate_split(model, data, config, args.split, device)
     report = {"method": config.method.name, "split": args.split, **results}
     atomic_write_json(run / f"results_{args.split}.json", report)
     _print_report(report, config.data.bona_fide_class is not None)
@@ -95,7 +92,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _print_report(report: dict, binary: bool) -> None:
     from mmanet.report import metrics_table
 
-    metrics = ("acer", "apcer", "bpcer") if binary else ("error", "accuracy")
+    first = next(iter(report["combinations"].values()))
+    if "miou" in first:
+        metrics: tuple[str, ...] = ("miou", "pixel_accuracy")
+    elif binary:
+        metrics = ("acer", "apcer", "bpcer")
+    else:
+        metrics = ("error", "accuracy")
     print(metrics_table(report, metrics))
 
 

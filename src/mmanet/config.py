@@ -33,6 +33,19 @@ class EncoderConfig:
 
 
 @dataclass
+class ESANetConfig:
+    """ESANet (model.name=esanet); defaults are ESANet's NYUv2 settings."""
+
+    encoder: Literal["resnet18", "resnet34", "resnet50"] = "resnet34"
+    block: Literal["basic", "nbt1d"] = "nbt1d"  # resnet18/34 only; resnet50 uses Bottleneck
+    width: int = 64  # stem width; the four stages have width * 1, 2, 4, 8 planes
+    decoder_channels: list[int] = field(default_factory=lambda: [512, 256, 128])
+    decoder_blocks: int = 3  # NonBottleneck1D blocks per decoder module
+    context: Literal["ppm", "ppm_adaptive"] = "ppm"  # adaptive: bins scale with the input size
+    context_bins: list[int] = field(default_factory=lambda: [1, 5])
+
+
+@dataclass
 class ModelConfig:
     name: str = "multiview"
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -42,6 +55,7 @@ class ModelConfig:
     head_dropout: float = 0.1
     head_norm: Literal["batch", "layer", "none"] = "batch"
     pretrained: str | None = None  # sf: a torchvision ResNet-18 state dict for every stem
+    esanet: ESANetConfig = field(default_factory=ESANetConfig)
 
 
 @dataclass

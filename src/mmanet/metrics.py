@@ -8,6 +8,7 @@ predicted classes as columns.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -99,11 +100,11 @@ def _rate(count: torch.Tensor, total: torch.Tensor) -> float:
     return 100.0 * count.item() / total.item() if total.item() else float("nan")
 
 
-def summarize(per_combination: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
-    """Average of every metric over all combinations and over the single-modality ones."""
+def summarize(per_combination: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """Average of every scalar metric over all combinations and over the single-modality ones."""
     names = list(per_combination)
     singles = [n for n in names if "+" not in n]
-    keys = list(per_combination[names[0]])
+    keys = [k for k, v in per_combination[names[0]].items() if isinstance(v, (int, float))]
 
     def mean(group: list[str]) -> dict[str, float]:
         return {k: sum(per_combination[n][k] for n in group) / len(group) for k in keys}

@@ -27,6 +27,8 @@ class DataBundle:
     class_names: list[str]
     train_eval: Dataset | None = None  # the training split without augmentation (MAR mining)
     skipped: list[str] = field(default_factory=list)  # "path: reason" of dropped samples
+    task: str = "classification"  # or "segmentation": labels are (h, w) maps
+    ignore_index: int | None = None  # label value that the loss and the metrics skip
 
     @property
     def num_classes(self) -> int:

@@ -283,6 +283,8 @@ def segmentation_bundle(
         input_shapes={name: shapes[name] for name in modalities},
         class_names=list(class_names),
         train_eval=dataset("train", eval_transform),
+        task="segmentation",
+        ignore_index=IGNORE_INDEX,
     )
 
 

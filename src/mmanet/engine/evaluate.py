@@ -6,13 +6,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
+from mmanet.config import Config
+from mmanet.data import DataBundle
+from mmanet.engine.loader import make_loader
 from mmanet.metrics import (
     binary_confusion,
     classification_metrics,
     confusion_matrix,
     equal_error_threshold,
+    iou_metrics,
     summarize,
 )
 from mmanet.modality import Mask
@@ -26,8 +30,13 @@ def combination_confusions(
     masks: Sequence[Mask],
     num_classes: int,
     device: torch.device | str = "cpu",
+    ignore_index: int | None = None,
 ) -> torch.Tensor:
-    """(c, k, k) confusion matrices, one per mask; each encoder runs once per batch."""
+    """(c, k, k) confusion matrices, one per mask; each encoder runs once per batch.
+
+    Labels may be per sample (b,) or per pixel (b, h, w); pixels labelled
+    ``ignore_index`` are left out.
+    """
     was_training = model.training
     model.eval()
     mask_tensor = torch.tensor(masks, dtype=torch.float32, device=device)
@@ -35,10 +44,14 @@ def combination_confusions(
     for inputs, labels in loader:
         inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
         labels = labels.to(device, non_blocking=True)
-        logits = model.predict_masks(model.encode(inputs), mask_tensor)  # (c, b, k)
-        predictions = logits.argmax(dim=2)
+        logits = model.predict_masks(model.encode(inputs), mask_tensor)  # (c, b, k, ...)
+        predictions = logits.argmax(dim=2)  # (c, b, ...)
+        valid = labels != ignore_index if ignore_index is not None else None
         for i in range(len(masks)):
-            total[i] += confusion_matrix(predictions[i], labels, num_classes)
+            if valid is None:
+                total[i] += confusion_matrix(predictions[i], labels, num_classes)
+            else:
+                total[i] += confusion_matrix(predictions[i][valid], labels[valid], num_classes)
     model.train(was_training)
     return total.cpu()
 
@@ -88,6 +101,8 @@ def evaluate_combinations(
     device: torch.device | str = "cpu",
     bona_fide_class: int | None = None,
     thresholds: float | Mapping[str, float] = 0.5,
+    task: str = "classification",
+    ignore_index: int | None = None,
 ) -> dict[str, Any]:
     """Metrics for each of the ``2**m - 1`` combinations plus the averages.
 
@@ -96,10 +111,19 @@ def evaluate_combinations(
     probability reaches the threshold (0.5 by default, or one per combination),
     giving APCER, BPCER and ACER besides error and accuracy.
 
+    Segmentation: mIoU, per-class IoU and pixel accuracy from one confusion matrix per
+    combination accumulated over the split, ``ignore_index`` pixels left out.
+
     Returns ``{"combinations": {name: metrics}, "average": ..., "single_average": ...}``.
     """
     masks = model.modalities.combinations
     names = [model.modalities.mask_name(mask) for mask in masks]
+    if task == "segmentation":
+        confusions = combination_confusions(model, loader, masks, num_classes, device, ignore_index)
+        per_combination = {
+            name: iou_metrics(conf) for name, conf in zip(names, confusions, strict=True)
+        }
+        return {"combinations": per_combination, **summarize(per_combination)}
     if bona_fide_class is None:
         confusions = combination_confusions(model, loader, masks, num_classes, device)
         per_combination = {
@@ -123,3 +147,33 @@ def evaluate_combinations(
             "threshold": per_threshold[name],
         }
     return {"combinations": per_combination, **summarize(per_combination)}
+
+
+def evaluate_split(
+    model: UnifiedNetwork,
+    data: DataBundle,
+    config: Config,
+    split: str = "test",
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """Every combination on ``split`` of ``data``, with the config's decision threshold."""
+
+    def loader(dataset: Dataset) -> DataLoader:
+        return make_loader(dataset, config.data.eval_batch_size, config.data.num_workers)
+
+    bona_fide = config.data.bona_fide_class
+    thresholds: float | dict[str, float] = 0.5
+    if bona_fide is not None and config.threshold == "val_eer":
+        thresholds = equal_error_thresholds(model, loader(data.val), bona_fide, device)
+    elif bona_fide is not None:
+        thresholds = float(config.threshold)
+    return evaluate_combinations(
+        model,
+        loader(data.split(split)),
+        data.num_classes,
+        device,
+        bona_fide_class=bona_fide,
+        thresholds=thresholds,
+        task=data.task,
+        ignore_index=data.ignore_index,
+    )

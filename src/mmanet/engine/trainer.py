@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 import mmanet
 from mmanet.config import Config, ConfigError, save_config, to_dict
-from mmanet.data import DataBundle, build_data, collate
+from mmanet.data import DataBundle, build_data
 from mmanet.engine.checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -30,11 +30,8 @@ from mmanet.engine.checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from mmanet.engine.evaluate import (
-    combination_confusions,
-    equal_error_thresholds,
-    evaluate_combinations,
-)
+from mmanet.engine.evaluate import combination_confusions, evaluate_split
+from mmanet.engine.loader import make_loader
 from mmanet.engine.logger import RunLogger
 from mmanet.engine.schedule import build_optimizer, build_scheduler
 from mmanet.io import atomic_write_json
@@ -54,26 +51,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def make_loader(
-    dataset: Dataset,
-    batch_size: int,
-    num_workers: int,
-    shuffle: bool = False,
-    generator: torch.Generator | None = None,
-    drop_last: bool = False,
-) -> DataLoader:
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        generator=generator,
-        drop_last=drop_last,
-        num_workers=num_workers,
-        collate_fn=collate,
-        persistent_workers=num_workers > 0,
-    )
 
 
 def load_network(
@@ -288,8 +265,8 @@ class Trainer:
         omega = self.miner.omega_lookup(self.device) if self.miner is not None else None
         totals: dict[str, torch.Tensor] = {}
         counts: dict[str, int] = defaultdict(int)
-        correct = torch.zeros(2**m, dtype=torch.long, device=self.device)
-        seen = torch.zeros(2**m, dtype=torch.long, device=self.device)
+        correct = torch.zeros(2**m, device=self.device)  # summed per-sample accuracies
+        seen = torch.zeros(2**m, device=self.device)
         start = time.perf_counter()
         bar = tqdm(
             self.train_loader,
@@ -315,8 +292,8 @@ class Trainer:
                 totals[key] = totals.get(key, 0) + value
                 counts[key] += 1
             codes = mask_codes(mask)
-            correct.index_add_(0, codes, (logits.argmax(1) == labels).long())
-            seen.index_add_(0, codes, torch.ones_like(codes))
+            correct.index_add_(0, codes, self.sample_accuracy(logits, labels))
+            seen.index_add_(0, codes, torch.ones_like(codes, dtype=seen.dtype))
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{terms['loss'].item():.3f}")
 
@@ -331,6 +308,19 @@ class Trainer:
                 row[f"train_acc/{names.mask_name(mask)}"] = accuracy
         return row
 
+    def sample_accuracy(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(b,) accuracy of each sample: 0/1, or the share of its labelled pixels."""
+        hits = (logits.argmax(1) == labels).float()
+        if hits.ndim == 1:
+            return hits
+        valid = (labels != self.data.ignore_index).float()
+        return (hits * valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1)
+
+    def task_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy, per sample or per labelled pixel (``ignore_index`` skipped)."""
+        ignore = self.data.ignore_index
+        return F.cross_entropy(logits, labels, ignore_index=-100 if ignore is None else ignore)
+
     def training_step(
         self,
         inputs: dict[str, torch.Tensor],
@@ -344,7 +334,7 @@ class Trainer:
         """
         method = self.cfg.method
         out = self.model.fuse(self.model.encode(inputs), mask)
-        task_loss = F.cross_entropy(out.logits, labels)
+        task_loss = self.task_loss(out.logits, labels)
         loss = task_loss
         terms = {"loss_task": task_loss.detach()}
 
@@ -364,11 +354,12 @@ class Trainer:
 
         if omega is not None:
             selected = omega[mask_codes(mask)]
-            # L_MAR is the mean over the Ω samples, 0 when there are none; a single
-            # sample is skipped because batch normalisation needs two.
-            if int(selected.sum()) > 1:
+            # L_MAR is the mean over the Ω samples, 0 when there are none. A single vector
+            # sample is skipped: batch normalisation of (1, c) features is undefined.
+            count = int(selected.sum())
+            if count > 1 or (count == 1 and out.fused.ndim > 2):
                 reg_out = self.model.apply_head(out.fused[selected], "reg_head")
-                reg_loss = F.cross_entropy(reg_out.logits, labels[selected])
+                reg_loss = self.task_loss(reg_out.logits, labels[selected])
                 loss = loss + method.beta * reg_loss
                 terms["loss_mar"] = reg_loss.detach()
             terms["mar_fraction"] = selected.float().mean()
@@ -391,7 +382,7 @@ class Trainer:
         m = len(self.data.modalities)
         masks = [full_mask(m), *drop_one_masks(m)]
         confusions = combination_confusions(
-            self.model, loader, masks, self.data.num_classes, self.device
+            self.model, loader, masks, self.data.num_classes, self.device, self.data.ignore_index
         )
         g = self.miner.update(epoch, confusions.sum(dim=1))  # predicted-label counts, (m+1, k)
         row: dict[str, Any] = {
@@ -412,21 +403,7 @@ class Trainer:
 
     def test(self, split: str = "test") -> dict[str, Any]:
         """Evaluate every combination on ``split`` and write ``results_<split>.json``."""
-        bona_fide = self.cfg.data.bona_fide_class
-        thresholds: float | dict[str, float] = 0.5
-        if bona_fide is not None and self.cfg.threshold == "val_eer":
-            val_loader = self._eval_loader(self.data.val)
-            thresholds = equal_error_thresholds(self.model, val_loader, bona_fide, self.device)
-        elif bona_fide is not None:
-            thresholds = float(self.cfg.threshold)
-        results = evaluate_combinations(
-            self.model,
-            self._eval_loader(self.data.split(split)),
-            self.data.num_classes,
-            self.device,
-            bona_fide_class=bona_fide,
-            thresholds=thresholds,
-        )
+        results = evaluate_split(self.model, self.data, self.cfg, split, self.device)
         report = {"method": self.cfg.method.name, "split": split, "epoch": self.epoch, **results}
         if self.cfg.method.combination:
             report["trained_on"] = self.cfg.method.combination

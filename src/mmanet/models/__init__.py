@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from mmanet.config import ConfigError, ModelConfig
+from mmanet.models.esanet import build_esanet
 from mmanet.models.multiview import build_multiview
 from mmanet.models.sf import build_sf
 from mmanet.models.unified import Encoded, NetworkOutput, UnifiedNetwork
@@ -13,7 +14,11 @@ Builder = Callable[
     [ModelConfig, Sequence[str], Mapping[str, Sequence[int]], int, bool], UnifiedNetwork
 ]
 
-MODELS: dict[str, Builder] = {"multiview": build_multiview, "sf": build_sf}
+MODELS: dict[str, Builder] = {
+    "esanet": build_esanet,
+    "multiview": build_multiview,
+    "sf": build_sf,
+}
 
 
 def register_model(name: str) -> Callable[[Builder], Builder]:

@@ -1,6 +1,8 @@
 """Building blocks shared by the model builders."""
 
+from mmanet.nn.esanet_blocks import DecoderModule, LearnedUpsample, PyramidPooling, SEFusionAdd
 from mmanet.nn.mlp import ConvEncoder, MLPEncoder, MLPHead, mlp_layers
+from mmanet.nn.nonbottleneck import NonBottleneck1D
 from mmanet.nn.resnet import (
     BasicBlock,
     Bottleneck,
@@ -15,10 +17,15 @@ __all__ = [
     "BasicBlock",
     "Bottleneck",
     "ConvEncoder",
+    "DecoderModule",
+    "LearnedUpsample",
     "MLPEncoder",
     "MLPHead",
+    "NonBottleneck1D",
+    "PyramidPooling",
     "ResNetStem",
     "SEBlock",
+    "SEFusionAdd",
     "init_resnet_weights",
     "load_torchvision_weights",
     "make_layer",

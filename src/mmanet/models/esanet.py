@@ -1,0 +1,248 @@
+"""ESANet for RGB-D segmentation (SPEC §5) as a :class:`UnifiedNetwork`.
+
+ESANet fuses depth into the RGB stream after the stem and after each of the four ResNet
+stages, so its two encoders are not independent. In UnifiedNetwork terms:
+
+- ``encoders``: identities; the raw image *is* the encoded feature, so an absent
+  modality is a zero image and the mask zeroes the input of an absent modality;
+- ``fusion``: :class:`ESANetEncoder`, the two ResNet streams with SE-add fusion, where the
+  mask multiplies the RGB or depth branch at every fusion point, then the context module;
+  it returns an :class:`ESANetFeatures` (what UnifiedNetwork calls ``fused``);
+- ``head`` (and ``reg_head``): :class:`ESANetDecoder`, returning (the last decoder
+  module's output, the logits (b, k, H, W)); in training mode the side-output logits of
+  the three decoder modules are left in ``decoder.side_outputs``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mmanet.config import ConfigError, ESANetConfig, ModelConfig
+from mmanet.models.sf import read_torchvision_state_dict
+from mmanet.models.unified import UnifiedNetwork
+from mmanet.nn import BasicBlock, Bottleneck, init_resnet_weights, make_layer
+from mmanet.nn.esanet_blocks import (
+    DecoderModule,
+    LearnedUpsample,
+    PyramidPooling,
+    SEFusionAdd,
+    crop_to,
+)
+from mmanet.nn.nonbottleneck import NonBottleneck1D
+from mmanet.nn.resnet import load_torchvision_weights
+
+RGB, DEPTH = "rgb", "depth"
+STAGE_BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3), "resnet50": (3, 4, 6, 3)}
+BLOCKS = {"basic": BasicBlock, "nbt1d": NonBottleneck1D}
+
+
+class ResNetEncoder(nn.Module):
+    """A ResNet trunk with torchvision's parameter names, run stage by stage by the fusion.
+
+    ``width`` is the stem width (64 in torchvision); the stages have width * 1, 2, 4, 8
+    planes (times the block's expansion).
+    """
+
+    def __init__(
+        self, in_channels: int, block: type[nn.Module], layers: Sequence[int], width: int
+    ) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.stem_channels = width
+        self.stage_channels: list[int] = []
+        inplanes = width
+        for index, blocks in enumerate(layers):
+            planes = width * 2**index
+            stride = 1 if index == 0 else 2
+            setattr(self, f"layer{index + 1}", make_layer(block, inplanes, planes, blocks, stride))
+            inplanes = planes * block.expansion
+            self.stage_channels.append(inplanes)
+        init_resnet_weights(self)
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """conv1 + bn1 + relu, (b, c, H, W) -> (b, width, H/2, W/2); fusion precedes maxpool."""
+        return self.relu(self.bn1(self.conv1(x)))
+
+    def stages(self) -> list[nn.Module]:
+        return [self.layer1, self.layer2, self.layer3, self.layer4]
+
+
+@dataclass
+class ESANetFeatures:
+    """The fusion output read by the decoders (UnifiedNetwork's ``fused``)."""
+
+    context: torch.Tensor  # (b, decoder_channels[0], H/32, W/32)
+    skips: list[torch.Tensor]  # fused maps after layer3, layer2, layer1: H/16, H/8, H/4
+    input_size: tuple[int, int]  # (H, W), the logits' size
+
+
+class ESANetEncoder(nn.Module):
+    """RGB and depth ResNet streams with SE-add fusion after the stem and each stage.
+
+    ``forward(features, mask)``: ``features`` are the (masked) input images in modality
+    order, ``mask`` the (b, m) mask. At every fusion point
+    fused = SE_rgb(rgb) * mask_rgb + SE_depth(depth) * mask_depth, and the fused map
+    continues in the RGB stream while the depth stream continues on its own maps.
+    """
+
+    def __init__(
+        self,
+        rgb_encoder: ResNetEncoder,
+        depth_encoder: ResNetEncoder,
+        context: nn.Module,
+        rgb_index: int,
+        depth_index: int,
+    ) -> None:
+        super().__init__()
+        self.rgb_encoder = rgb_encoder
+        self.depth_encoder = depth_encoder
+        channels = [rgb_encoder.stem_channels, *rgb_encoder.stage_channels]
+        self.fusions = nn.ModuleList(SEFusionAdd(c) for c in channels)
+        self.context = context
+        self.rgb_index = rgb_index
+        self.depth_index = depth_index
+
+    def forward(self, features: Sequence[torch.Tensor], mask: torch.Tensor) -> ESANetFeatures:
+        rgb, depth = features[self.rgb_index], features[self.depth_index]
+        mask_rgb, mask_depth = mask[:, self.rgb_index], mask[:, self.depth_index]
+        input_size = (rgb.shape[-2], rgb.shape[-1])
+        depth = self.depth_encoder.stem(depth)  # (b, width, H/2, W/2)
+        fused = self.fusions[0](self.rgb_encoder.stem(rgb), depth, mask_rgb, mask_depth)
+        fused = self.rgb_encoder.maxpool(fused)
+        depth = self.depth_encoder.maxpool(depth)
+        skips = []
+        stages = zip(
+            self.rgb_encoder.stages(), self.depth_encoder.stages(), self.fusions[1:], strict=True
+        )
+        for rgb_stage, depth_stage, fusion in stages:
+            depth = depth_stage(depth)
+            fused = fusion(rgb_stage(fused), depth, mask_rgb, mask_depth)
+            skips.append(fused)
+        return ESANetFeatures(self.context(fused), skips[2::-1], input_size)
+
+
+class ESANetDecoder(nn.Module):
+    """Three decoder modules, a 3x3 conv to the classes and two learned x2 upsamplings.
+
+    ``forward(fused) -> (features, logits)``: features = the last decoder module's output
+    (b, decoder_channels[2], H/4, W/4), the representation MAD acts on; logits (b, k, H, W).
+    In training mode ``self.side_outputs`` holds the side-output logits of the three
+    modules (H/32, H/16, H/8) for multi-scale supervision; in eval mode it is None.
+    """
+
+    def __init__(
+        self,
+        skip_channels: Sequence[int],  # layer3, layer2, layer1 widths
+        decoder_channels: Sequence[int],
+        num_blocks: int,
+        num_classes: int,
+    ) -> None:
+        super().__init__()
+        inputs = [decoder_channels[0], *decoder_channels[:-1]]
+        self.decoder_modules = nn.ModuleList(
+            DecoderModule(c_in, c_dec, c_skip, num_blocks, num_classes)
+            for c_in, c_dec, c_skip in zip(inputs, decoder_channels, skip_channels, strict=True)
+        )
+        self.conv_out = nn.Conv2d(decoder_channels[-1], num_classes, 3, padding=1)
+        self.upsample1 = LearnedUpsample(num_classes)
+        self.upsample2 = LearnedUpsample(num_classes)
+        self.side_outputs: list[torch.Tensor] | None = None
+
+    def forward(self, fused: ESANetFeatures) -> tuple[torch.Tensor, torch.Tensor]:
+        out = fused.context
+        sides = []
+        for module, skip in zip(self.decoder_modules, fused.skips, strict=True):
+            out, side = module(out, skip)
+            sides.append(side)
+        self.side_outputs = sides if self.training else None
+        logits = self.upsample2(self.upsample1(self.conv_out(out)))
+        return out, crop_to(logits, fused.input_size)
+
+
+def build_esanet(
+    cfg: ModelConfig,
+    modalities: Sequence[str],
+    input_shapes: Mapping[str, Sequence[int]],
+    num_classes: int,
+    reg_head: bool,
+) -> UnifiedNetwork:
+    """ESANet for the modalities ``rgb`` (c, H, W) and ``depth`` (c', H, W)."""
+    if sorted(modalities) != [DEPTH, RGB]:
+        raise ConfigError(
+            "model.name=esanet needs exactly the modalities 'rgb' and 'depth', "
+            f"got {list(modalities)}"
+        )
+    rgb_shape, depth_shape = tuple(input_shapes[RGB]), tuple(input_shapes[DEPTH])
+    if len(rgb_shape) != 3 or len(depth_shape) != 3 or rgb_shape[1:] != depth_shape[1:]:
+        raise ConfigError(
+            "model.name=esanet needs (c, H, W) images of one size; got rgb "
+            f"{rgb_shape} and depth {depth_shape}"
+        )
+    esa = cfg.esanet
+    _check(esa)
+    block = Bottleneck if esa.encoder == "resnet50" else BLOCKS[esa.block]
+    layers = STAGE_BLOCKS[esa.encoder]
+    rgb_encoder = ResNetEncoder(rgb_shape[0], block, layers, esa.width)
+    depth_encoder = ResNetEncoder(depth_shape[0], block, layers, esa.width)
+    if cfg.pretrained:
+        _load_pretrained(cfg.pretrained, esa, rgb_encoder, depth_encoder)
+    height, width = rgb_shape[1:]
+    reference = (-(-height // 32), -(-width // 32)) if esa.context == "ppm_adaptive" else None
+    context = PyramidPooling(
+        rgb_encoder.stage_channels[-1], esa.decoder_channels[0], esa.context_bins, reference
+    )
+    skip_channels = rgb_encoder.stage_channels[2::-1]
+
+    def decoder() -> ESANetDecoder:
+        return ESANetDecoder(skip_channels, esa.decoder_channels, esa.decoder_blocks, num_classes)
+
+    fusion = ESANetEncoder(
+        rgb_encoder, depth_encoder, context, modalities.index(RGB), modalities.index(DEPTH)
+    )
+    return UnifiedNetwork(
+        modalities,
+        {name: nn.Identity() for name in modalities},
+        fusion,
+        decoder(),
+        input_shapes,
+        reg_head=decoder() if reg_head else None,
+    )
+
+
+def _check(esa: ESANetConfig) -> None:
+    if len(esa.decoder_channels) != 3 or min(esa.decoder_channels) < 1:
+        raise ConfigError(
+            f"model.esanet.decoder_channels must be 3 positive widths, got {esa.decoder_channels}"
+        )
+    if not esa.context_bins or min(esa.context_bins) < 1:
+        raise ConfigError(f"model.esanet.context_bins must be positive, got {esa.context_bins}")
+    if esa.width < 1 or esa.decoder_blocks < 0:
+        raise ConfigError("model.esanet.width must be >= 1 and decoder_blocks >= 0")
+
+
+def _load_pretrained(
+    path: str, esa: ESANetConfig, rgb_encoder: ResNetEncoder, depth_encoder: ResNetEncoder
+) -> None:
+    """torchvision ImageNet weights for both streams; the depth conv1 gets the channel mean."""
+    if esa.block == "nbt1d" and esa.encoder != "resnet50":
+        raise ConfigError(
+            "model.pretrained: torchvision weights fit BasicBlock/Bottleneck encoders, "
+            "not model.esanet.block=nbt1d"
+        )
+    weights = read_torchvision_state_dict(path)
+    depth_weights = dict(weights)
+    if "conv1.weight" in weights:
+        conv1 = weights["conv1.weight"].mean(dim=1, keepdim=True)  # (width, 1, 7, 7)
+        depth_weights["conv1.weight"] = conv1.expand(-1, depth_encoder.conv1.in_channels, -1, -1)
+    try:
+        load_torchvision_weights(rgb_encoder, weights)
+        load_torchvision_weights(depth_encoder, depth_weights)
+    except ValueError as err:
+        raise ConfigError(f"model.pretrained={path}: {err}") from None

@@ -1,0 +1,107 @@
+"""The one training loop on a segmentation task: pixel loss with void ignored, dense MAD,
+MAR histograms over labelled pixels, and mIoU for every combination."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from mmanet.config import build_config
+from mmanet.data.nyuv2 import load_nyuv2
+from mmanet.data.seg_fixtures import write_nyuv2
+from mmanet.engine import Trainer, combination_confusions, make_loader
+from mmanet.fusion import ConcatFusion
+from mmanet.models import MODELS, UnifiedNetwork
+
+
+class TinyDecoder(nn.Module):
+    """(b, c, h, w) fused map -> (features, per-pixel logits)."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(channels, 8, 3, padding=1), nn.ReLU())
+        self.classifier = nn.Conv2d(8, num_classes, 1)
+
+    def forward(self, fused):
+        features = self.body(fused)
+        return features, self.classifier(features)
+
+
+def build_tiny_seg(cfg, modalities, input_shapes, num_classes, reg_head):
+    encoders = {
+        name: nn.Sequential(nn.Conv2d(input_shapes[name][0], 4, 3, padding=1), nn.ReLU())
+        for name in modalities
+    }
+    width = 4 * len(modalities)
+    return UnifiedNetwork(
+        modalities,
+        encoders,
+        ConcatFusion(),
+        TinyDecoder(width, num_classes),
+        input_shapes,
+        reg_head=TinyDecoder(width, num_classes) if reg_head else None,
+    )
+
+
+@pytest.fixture(scope="module")
+def nyuv2(tmp_path_factory):
+    root = write_nyuv2(tmp_path_factory.mktemp("nyuv2"), n_train=16, n_test=4, size=(24, 32))
+    return load_nyuv2(root, size=(24, 32))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def tiny_model():
+    MODELS["tiny_seg"] = build_tiny_seg
+    yield
+    del MODELS["tiny_seg"]
+
+
+def config(out, method, teacher=None):
+    overrides = {
+        "out": str(out),
+        "model": {"name": "tiny_seg"},
+        "method": {"name": method},
+        "optim": {"epochs": 3, "warmup_epochs": 1, "milestones": [2], "lr": 0.05},
+        "data": {"batch_size": 4, "eval_batch_size": 4},
+        "progress": False,
+        "tensorboard": False,
+    }
+    overrides["method"].update({"mar": {"warmup_epochs": 1}, "alpha": 1.0, "teacher": teacher})
+    return build_config(overrides=overrides)
+
+
+def test_segmentation_teacher_and_mmanet_report_miou_per_combination(tmp_path, nyuv2):
+    assert nyuv2.task == "segmentation" and nyuv2.ignore_index == 255
+    Trainer(config(tmp_path / "teacher", "teacher"), nyuv2).fit()
+    trainer = Trainer(
+        config(tmp_path / "mmanet", "mmanet", teacher=str(tmp_path / "teacher")),
+        nyuv2,
+    )
+    report = trainer.fit()
+    assert list(report["combinations"]) == ["rgb", "depth", "rgb+depth"]
+    for metrics in report["combinations"].values():
+        assert 0 <= metrics["miou"] <= 100 and len(metrics["per_class_iou"]) == 40
+    assert report["average"]["miou"] == pytest.approx(
+        sum(m["miou"] for m in report["combinations"].values()) / 3
+    )
+    assert report["omega"] in (["rgb"], ["depth"])  # m = 2: one singleton
+    rows = [json.loads(line) for line in (tmp_path / "mmanet" / "log.jsonl").open()]
+    assert {"loss_task", "loss_mad", "loss_mar"} <= set(rows[-1])
+    assert all(
+        0 <= rows[-1][f"train_acc/{n}"] <= 100
+        for n in ("rgb", "depth", "rgb+depth")
+        if f"train_acc/{n}" in rows[-1]
+    )
+
+
+def test_void_pixels_are_left_out_of_the_confusions(nyuv2):
+    model = build_tiny_seg(None, nyuv2.modalities, nyuv2.input_shapes, 40, False)
+    loader = make_loader(nyuv2.test, batch_size=4, num_workers=0)
+    confusions = combination_confusions(model, loader, [(1, 1)], 40, ignore_index=255)
+    labelled = sum(int((nyuv2.test[i][1] != 255).sum()) for i in range(len(nyuv2.test)))
+    assert int(confusions.sum()) == labelled
+    assert labelled < len(nyuv2.test) * 24 * 32  # the fixtures do have void pixels
+    assert torch.all(confusions >= 0)
