@@ -128,3 +128,26 @@ def test_train_customized_without_a_combination_trains_one_model_each(tmp_path, 
     assert list(report["combinations"]) == ["fou", "mor", "fou+mor"]
     for name in report["combinations"]:
         assert (out / "seed-0" / "customized" / name / "results_test.json").is_file()
+
+
+@pytest.mark.slow
+def test_segmentation_demo_on_the_rendered_scenes(tmp_path, capsys):
+    out = tmp_path / "seg"
+    args = [
+        "demo",
+        "--task",
+        "segmentation",
+        "--out",
+        str(out),
+        "--no-progress",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.size=[32,64]",
+        "optim.epochs=2",
+        "method.mar.warmup_epochs=1",
+    ]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "miou (%)" in printed and "ESANet-MD" in printed and "MMANet" in printed
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["metric"] == "miou"
+    assert list(summary["methods"]["mmanet"]) == ["rgb", "depth", "rgb+depth"]

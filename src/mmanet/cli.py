@@ -70,22 +70,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from mmanet.experiment import ABLATION_METHODS, compare, demo_config_path
+    from mmanet.experiment import ABLATION_METHODS, SEGMENTATION_METHODS, compare, demo_config_path
+    from mmanet.report import comparison_table
 
+    segmentation = args.task == "segmentation"
     summary = compare(
-        ABLATION_METHODS,
+        SEGMENTATION_METHODS if segmentation else ABLATION_METHODS,
         seeds=list(range(args.seeds)),
-        out=args.out,
-        config_path=args.config or demo_config_path(),
+        out=args.out or ("runs/demo_segmentation" if segmentation else "runs/demo"),
+        config_path=args.config or demo_config_path(args.task),
         overrides=parse_overrides(args.overrides),
         split=args.split,
         progress=not args.no_progress,
     )
-    from mmanet.report import comparison_table
-
-    print(f"\nerror rate (%) on the {args.split} split, {len(summary['seeds'])} seed(s):\n")
-    print(comparison_table(summary["methods"], "error", markdown=False))
-    print(f"\nwritten: {Path(args.out) / 'results.md'}, {Path(args.out) / 'results.json'}")
+    metric = summary["metric"]
+    out = Path(args.out or ("runs/demo_segmentation" if segmentation else "runs/demo"))
+    print(f"\n{metric} (%) on the {args.split} split, {len(summary['seeds'])} seed(s):\n")
+    print(comparison_table(summary["methods"], metric, markdown=False, titles=summary["titles"]))
+    print(f"\nwritten: {out / 'results.md'}, {out / 'results.json'}")
     return 0
 
 
@@ -123,7 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="the paper's ablations on the bundled Multiple Features data"
     )
     demo.add_argument("--seeds", type=int, default=1, help="number of seeds (0, 1, ...)")
-    demo.add_argument("--out", default="runs/demo", help="output folder")
+    demo.add_argument(
+        "--task",
+        default="classification",
+        choices=["classification", "segmentation"],
+        help="classification: Multiple Features; segmentation: rendered RGB-D scenes",
+    )
+    demo.add_argument("--out", help="output folder (default runs/demo[_segmentation])")
     demo.add_argument("--config", help="YAML config (default: the bundled demo config)")
     demo.add_argument("--split", default="test", choices=["val", "test"])
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")

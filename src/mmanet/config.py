@@ -79,6 +79,14 @@ class DataConfig:
     rotation: float = 30.0  # training: random rotation in degrees (±)
     augment: bool = True  # training augmentation on/off
     skip_unreadable: bool = False  # drop unreadable images (counted) instead of failing
+    # RGB-D segmentation (NYUv2, Cityscapes, the rendered tabletop scenes).
+    size: list[int] = field(default_factory=lambda: [480, 640])  # (height, width)
+    max_scale: float = 1.4  # training: random scale in [1, max_scale] before the crop
+    depth_mode: Literal["refined", "raw"] = "refined"  # NYUv2: depth/ or depth_raw/
+    depth_mean: float | None = None  # None: the dataset's published statistics
+    depth_std: float | None = None
+    cache_dir: str = "runs/cache"  # rendered: where the generated dataset is kept
+    render_seed: int = 0  # rendered: the generator's seed (fixed; never tuned)
 
 
 @dataclass
@@ -86,6 +94,7 @@ class MADConfig:
     relation: Literal["cosine", "gram"] = "cosine"
     weighting: Literal["softmax", "linear", "uniform"] = "softmax"
     features: Literal["head", "fused"] = "head"  # the head's representation or the fusion output
+    granularity: Literal["sample", "pixel"] = "sample"  # dense maps: every pooled pixel a sample
 
 
 @dataclass
@@ -160,6 +169,13 @@ METHOD_TITLES = {
     "sf_mad_sr": "SF-MAD+SR",
     "mmanet": "MMANet",
 }
+
+
+def method_titles(model_name: str) -> dict[str, str]:
+    """Column titles; the paper calls the segmentation baselines ESANet-MD, ESANet-MAD, ..."""
+    if model_name != "esanet":
+        return dict(METHOD_TITLES)
+    return {key: title.replace("SF-", "ESANet-") for key, title in METHOD_TITLES.items()}
 
 
 def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:

@@ -15,7 +15,15 @@ from typing import Any
 import yaml
 
 import mmanet
-from mmanet.config import Config, ConfigError, build_config, deep_merge, to_dict
+from mmanet.config import (
+    METHOD_TITLES,
+    Config,
+    ConfigError,
+    build_config,
+    deep_merge,
+    method_titles,
+    to_dict,
+)
 from mmanet.data import DataBundle, build_data
 from mmanet.engine import Trainer
 from mmanet.io import atomic_write_json, atomic_write_text
@@ -24,6 +32,7 @@ from mmanet.modality import Modalities
 from mmanet.report import aggregate, comparison_table
 
 ABLATION_METHODS = ["sf_md", "sf_md_sp", "sf_mad", "sf_mad_sr", "mmanet"]
+SEGMENTATION_METHODS = ["sf_md", "mmanet"]  # ESANet-MD and MMANet (paper Table 4)
 
 
 def run_method(
@@ -92,13 +101,17 @@ def run_customized(
 
 
 RUNTIME_KEYS = ("progress", "threads", "tensorboard")
+RUNTIME_DATA_KEYS = ("cache_dir", "num_workers", "eval_batch_size")
 
 
 def same_experiment(a: Config, b: Config) -> bool:
     """Whether two configs describe the same run, ignoring keys that do not change results."""
     first, second = to_dict(a), to_dict(b)
-    for key in RUNTIME_KEYS:
-        first.pop(key), second.pop(key)
+    for config in (first, second):
+        for key in RUNTIME_KEYS:
+            config.pop(key)
+        for key in RUNTIME_DATA_KEYS:
+            config["data"].pop(key)
     return first == second
 
 
@@ -109,14 +122,20 @@ def compare(
     config_path: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
     split: str = "test",
-    metric: str = "error",
+    metric: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train the teacher and every method for every seed; write the comparison tables."""
+    """Train the teacher and every method for every seed; write the comparison tables.
+
+    ``metric`` defaults to the task's: error (classification), ACER (anti-spoofing) or
+    mIoU (segmentation).
+    """
     out = Path(out)
     overrides = dict(overrides or {})
     base = build_config(config_path, overrides)
     data = build_data(base.data)
+    if metric is None:
+        metric = default_metric(data, base)
     reports: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     for seed in seeds:
         teacher_dir = out / f"seed-{seed}" / "teacher"
@@ -140,6 +159,7 @@ def compare(
         "code_version": mmanet.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "config": to_dict(base),
+        "titles": method_titles(base.model.name),
         "teacher": aggregate(reports["teacher"]),
         "methods": students,
     }
@@ -148,10 +168,17 @@ def compare(
     return summary
 
 
+def default_metric(data: DataBundle, config: Config) -> str:
+    if data.task == "segmentation":
+        return "miou"
+    return "acer" if config.data.bona_fide_class is not None else "error"
+
+
 def write_tables(summary: Mapping[str, Any], path: Path) -> str:
     metric, methods = summary["metric"], summary["methods"]
-    grouped = comparison_table(methods, metric)
-    full = comparison_table(methods, metric, max_rows=10**6)
+    titles = summary.get("titles", METHOD_TITLES)
+    grouped = comparison_table(methods, metric, titles=titles)
+    full = comparison_table(methods, metric, max_rows=10**6, titles=titles)
     seeds = summary["seeds"]
     text = (
         f"# Comparison ({metric} in %, {summary['split']} split, "
@@ -162,5 +189,7 @@ def write_tables(summary: Mapping[str, Any], path: Path) -> str:
     return text
 
 
-def demo_config_path() -> Path:
-    return Path(mmanet.__file__).parent / "configs" / "mfeat" / "demo.yaml"
+def demo_config_path(task: str = "classification") -> Path:
+    """The bundled demo: Multiple Features, or the rendered RGB-D scenes for segmentation."""
+    folder = "rendered" if task == "segmentation" else "mfeat"
+    return Path(mmanet.__file__).parent / "configs" / folder / "demo.yaml"

@@ -20,7 +20,9 @@ def aggregate(per_seed: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for name, metrics in per_seed[0]["combinations"].items():
         out[name] = {}
-        for metric in metrics:
+        for metric, first in metrics.items():
+            if not isinstance(first, (int, float)):
+                continue  # e.g. per-class IoU lists stay in each run's own report
             values = [report["combinations"][name][metric] for report in per_seed]
             out[name][metric] = {
                 "mean": statistics.fmean(values),
@@ -53,6 +55,7 @@ def comparison_table(
     metric: str = "error",
     max_rows: int = 16,
     markdown: bool = True,
+    titles: Mapping[str, str] = METHOD_TITLES,
 ) -> str:
     """Rows = combinations (+ averages), columns = methods; best per row in bold.
 
@@ -63,7 +66,7 @@ def comparison_table(
     combinations = list(next(iter(results.values())))
     lower = metric in LOWER_IS_BETTER
     show_std = any(len(stat[metric]["values"]) > 1 for r in results.values() for stat in r.values())
-    header = ["Combination", *[METHOD_TITLES.get(m, m) for m in methods]]
+    header = ["Combination", *[titles.get(m, m) for m in methods]]
     rows = []
     for label, names in row_groups(combinations, max_rows):
         means, stds = {}, {}

@@ -329,9 +329,11 @@ def load_nyuv2(
     depth_mean: float = NYUV2_DEPTH_MEAN,
     depth_std: float = NYUV2_DEPTH_STD,
     val_split: str = "test",
+    class_names: Sequence[str] = NYUV2_CLASS_NAMES,
 ) -> DataBundle:
     """NYUv2, 40 classes, from ESANet's prepared layout in ``root`` (see the module
-    docstring)."""
+    docstring). Other datasets in that layout pass their ``class_names``; their labels
+    are read from ``labels_<len(class_names)>/``."""
     if root is None:
         raise DataError("NYUv2 needs root=<folder with train.txt, test.txt, train/, test/>")
     if depth_mode not in ("refined", "raw"):
@@ -349,7 +351,7 @@ def load_nyuv2(
                 RGBDRecord(
                     folder / "rgb" / f"{sample}.png",
                     folder / depth_dir / f"{sample}.png",
-                    folder / "labels_40" / f"{sample}.png",
+                    folder / f"labels_{len(class_names)}" / f"{sample}.png",
                     origin,
                 )
                 for sample, origin in read_ids(root / f"{split}.txt")
@@ -360,7 +362,7 @@ def load_nyuv2(
     on_disk = {"train": records("train"), "test": records("test")}
     splits = {"train": on_disk["train"], "val": on_disk[val_split], "test": on_disk["test"]}
     transforms = segmentation_transforms(size, depth_mean, depth_std, augment, max_scale)
-    read_label = partial(read_label_map, num_classes=len(NYUV2_CLASS_NAMES))
+    read_label = partial(read_label_map, num_classes=len(class_names))
     return segmentation_bundle(
-        splits, transforms, read_depth_mm, read_label, names, size, NYUV2_CLASS_NAMES
+        splits, transforms, read_depth_mm, read_label, names, size, list(class_names)
     )

@@ -45,6 +45,7 @@ from mmanet.modality import (
     mask_codes,
 )
 from mmanet.models import UnifiedNetwork, build_model
+from mmanet.models.unified import select_samples
 
 
 def resolve_device(name: str) -> torch.device:
@@ -348,6 +349,7 @@ class Trainer:
                 teacher_out.logits,
                 relation=method.mad.relation,
                 weighting="uniform" if method.distill == "sp" else method.mad.weighting,
+                granularity=method.mad.granularity,
             )
             loss = loss + method.alpha * distill
             terms["loss_mad"] = distill.detach()
@@ -357,8 +359,10 @@ class Trainer:
             # L_MAR is the mean over the Ω samples, 0 when there are none. A single vector
             # sample is skipped: batch normalisation of (1, c) features is undefined.
             count = int(selected.sum())
-            if count > 1 or (count == 1 and out.fused.ndim > 2):
-                reg_out = self.model.apply_head(out.fused[selected], "reg_head")
+            vectors = isinstance(out.fused, torch.Tensor) and out.fused.ndim == 2
+            if count > 1 or (count == 1 and not vectors):
+                reg_input = select_samples(out.fused, selected)
+                reg_out = self.model.apply_head(reg_input, "reg_head")
                 reg_loss = self.task_loss(reg_out.logits, labels[selected])
                 loss = loss + method.beta * reg_loss
                 terms["loss_mar"] = reg_loss.detach()

@@ -82,6 +82,10 @@ class ESANetFeatures:
     skips: list[torch.Tensor]  # fused maps after layer3, layer2, layer1: H/16, H/8, H/4
     input_size: tuple[int, int]  # (H, W), the logits' size
 
+    def select(self, index: torch.Tensor) -> ESANetFeatures:
+        """The features of the samples picked by ``index`` (a boolean or integer index)."""
+        return ESANetFeatures(self.context[index], [s[index] for s in self.skips], self.input_size)
+
 
 class ESANetEncoder(nn.Module):
     """RGB and depth ResNet streams with SE-add fusion after the stem and each stage.

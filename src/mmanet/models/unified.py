@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,9 +30,14 @@ class Encoded:
 
 @dataclass
 class NetworkOutput:
-    fused: torch.Tensor  # fusion output, the input of both heads
+    fused: Any  # fusion output, the input of both heads (a tensor, or e.g. ESANetFeatures)
     features: torch.Tensor  # the head's representation before the classifier (MAD's z)
     logits: torch.Tensor  # (b, k) or (b, k, h, w)
+
+
+def select_samples(fused: Any, index: torch.Tensor) -> Any:
+    """Samples ``index`` of a fusion output: a tensor, or an object with ``select(index)``."""
+    return fused[index] if isinstance(fused, torch.Tensor) else fused.select(index)
 
 
 class UnifiedNetwork(nn.Module):
