@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mmanet.config import (
@@ -285,3 +287,17 @@ def test_scientific_notation_with_dot_is_a_float():
 @pytest.mark.parametrize("value", ["1e-3", "5e-4"])
 def test_scientific_notation_without_dot_is_a_float(value):
     assert build_config(overrides=[f"optim.lr={value}"]).optim.lr == pytest.approx(float(value))
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(str(p) for p in (Path(__file__).resolve().parents[1] / "configs").glob("*/*.yaml")),
+)
+def test_every_shipped_config_is_valid(path):
+    config = build_config(path)
+    if "cityscapes" in path:
+        assert config.data.name == "cityscapes" and config.method.alpha == 10.0
+        assert config.model.esanet.context == "ppm_adaptive"
+    if "nyuv2" in path:
+        assert (config.method.alpha, config.method.beta) == (4.0, 0.2)
+        assert config.optim.scheduler == "onecycle" and config.data.batch_size == 8

@@ -105,3 +105,19 @@ def test_void_pixels_are_left_out_of_the_confusions(nyuv2):
     assert int(confusions.sum()) == labelled
     assert labelled < len(nyuv2.test) * 24 * 32  # the fixtures do have void pixels
     assert torch.all(confusions >= 0)
+
+
+def test_median_frequency_class_weights_enter_the_pixel_loss(tmp_path, nyuv2):
+    from mmanet.data.nyuv2 import median_frequency_weights
+
+    plain = Trainer(config(tmp_path / "plain", "sf_md"), nyuv2)
+    cfg = config(tmp_path / "weighted", "sf_md")
+    cfg.data.class_weighting = "median_frequency"
+    weighted = Trainer(cfg, nyuv2)
+    expected = median_frequency_weights(nyuv2.train_eval, 40).float()
+    assert torch.allclose(weighted.class_weights, expected)
+    logits = torch.randn(2, 40, 24, 32)
+    labels = nyuv2.test[0][1].expand(2, -1, -1).clone()
+    manual = torch.nn.functional.cross_entropy(logits, labels, weight=expected, ignore_index=255)
+    assert torch.allclose(weighted.task_loss(logits, labels), manual)
+    assert not torch.allclose(plain.task_loss(logits, labels), manual)

@@ -85,6 +85,7 @@ class DataConfig:
     depth_mode: Literal["refined", "raw"] = "refined"  # NYUv2: depth/ or depth_raw/
     depth_mean: float | None = None  # None: the dataset's published statistics
     depth_std: float | None = None
+    class_weighting: Literal["none", "median_frequency"] = "none"  # segmentation loss weights
     cache_dir: str = "runs/cache"  # rendered: where the generated dataset is kept
     render_seed: int = 0  # rendered: the generator's seed (fixed; never tuned)
 

@@ -114,6 +114,7 @@ class Trainer:
             generator=self.data_generator,
             drop_last=len(self.data.train) > config.data.batch_size,
         )
+        self.class_weights = self._class_weights()
         self.optimizer = build_optimizer(self.model, config.optim)
         self.scheduler = build_scheduler(self.optimizer, config.optim, len(self.train_loader))
         self.miner = (
@@ -137,6 +138,17 @@ class Trainer:
         teacher = load_network(source, self.cfg, self.data).to(self.device)
         teacher.eval().requires_grad_(False)
         return teacher
+
+    def _class_weights(self) -> torch.Tensor | None:
+        """Median-frequency weights of the training labels (``data.class_weighting``)."""
+        if self.cfg.data.class_weighting == "none":
+            return None
+        if self.data.task != "segmentation":
+            raise ConfigError("data.class_weighting=median_frequency is for segmentation data")
+        from mmanet.data.nyuv2 import median_frequency_weights
+
+        source = self.data.train_eval or self.data.train
+        return median_frequency_weights(source, self.data.num_classes).float().to(self.device)
 
     def _fixed_mask(self, m: int) -> tuple[int, ...]:
         """The mask of a run without dropout: the full mask, or the customized combination."""
@@ -320,7 +332,12 @@ class Trainer:
     def task_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy, per sample or per labelled pixel (``ignore_index`` skipped)."""
         ignore = self.data.ignore_index
-        return F.cross_entropy(logits, labels, ignore_index=-100 if ignore is None else ignore)
+        return F.cross_entropy(
+            logits,
+            labels,
+            weight=self.class_weights,
+            ignore_index=-100 if ignore is None else ignore,
+        )
 
     def training_step(
         self,
