@@ -121,3 +121,16 @@ def test_median_frequency_class_weights_enter_the_pixel_loss(tmp_path, nyuv2):
     manual = torch.nn.functional.cross_entropy(logits, labels, weight=expected, ignore_index=255)
     assert torch.allclose(weighted.task_loss(logits, labels), manual)
     assert not torch.allclose(plain.task_loss(logits, labels), manual)
+
+
+def test_side_outputs_add_their_pixel_loss_at_their_own_resolution(tmp_path, nyuv2):
+    trainer = Trainer(config(tmp_path, "sf_md"), nyuv2)
+    labels = nyuv2.test[0][1][None]  # (1, 24, 32), with void pixels
+    head = nn.Module()
+    side = torch.randn(1, 40, 12, 16)
+    head.side_outputs = [side]
+    small = labels[:, ::2, ::2]  # nearest downsampling by 2 picks the even rows / columns
+    expected = nn.functional.cross_entropy(side, small, ignore_index=255)
+    assert torch.allclose(trainer.side_loss(head, labels), expected)
+    head.side_outputs = None
+    assert trainer.side_loss(head, labels) == 0.0

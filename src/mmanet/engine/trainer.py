@@ -339,6 +339,18 @@ class Trainer:
             ignore_index=-100 if ignore is None else ignore,
         )
 
+    def side_loss(self, head: torch.nn.Module, labels: torch.Tensor) -> torch.Tensor | float:
+        """Multi-scale supervision: the pixel loss of each side output a head left in
+        ``head.side_outputs`` (ESANet's decoder modules), against nearest-downsampled labels."""
+        sides = getattr(head, "side_outputs", None)
+        if not sides:
+            return 0.0
+        total = 0.0
+        for logits in sides:
+            small = F.interpolate(labels[:, None].float(), size=logits.shape[-2:], mode="nearest")
+            total = total + self.task_loss(logits, small[:, 0].long())
+        return total
+
     def training_step(
         self,
         inputs: dict[str, torch.Tensor],
@@ -352,7 +364,7 @@ class Trainer:
         """
         method = self.cfg.method
         out = self.model.fuse(self.model.encode(inputs), mask)
-        task_loss = self.task_loss(out.logits, labels)
+        task_loss = self.task_loss(out.logits, labels) + self.side_loss(self.model.head, labels)
         loss = task_loss
         terms = {"loss_task": task_loss.detach()}
 
@@ -380,7 +392,10 @@ class Trainer:
             if count > 1 or (count == 1 and not vectors):
                 reg_input = select_samples(out.fused, selected)
                 reg_out = self.model.apply_head(reg_input, "reg_head")
-                reg_loss = self.task_loss(reg_out.logits, labels[selected])
+                reg_labels = labels[selected]
+                reg_loss = self.task_loss(reg_out.logits, reg_labels) + self.side_loss(
+                    self.model.reg_head, reg_labels
+                )
                 loss = loss + method.beta * reg_loss
                 terms["loss_mar"] = reg_loss.detach()
             terms["mar_fraction"] = selected.float().mean()
