@@ -88,6 +88,10 @@ def test_segmentation_teacher_and_mmanet_report_miou_per_combination(tmp_path, n
         sum(m["miou"] for m in report["combinations"].values()) / 3
     )
     assert report["omega"] in (["rgb"], ["depth"])  # m = 2: one singleton
+    from PIL import Image
+
+    with Image.open(tmp_path / "mmanet" / "predictions" / "sample-0.png") as panel:
+        assert panel.width >= 6 * 32  # rgb | depth | truth | rgb | depth | rgb+depth
     rows = [json.loads(line) for line in (tmp_path / "mmanet" / "log.jsonl").open()]
     assert {"loss_task", "loss_mad", "loss_mar"} <= set(rows[-1])
     assert all(

@@ -445,6 +445,8 @@ class Trainer:
             report["trained_on"] = self.cfg.method.combination
         if self.miner is not None:
             report["omega"] = self.miner_summary()["omega"]
+        if self.data.task == "segmentation" and split == "test":
+            self.save_prediction_panels()
         if self.data.skipped:
             report["skipped"] = list(self.data.skipped)
             print(
@@ -453,6 +455,32 @@ class Trainer:
             )
         atomic_write_json(self.run_dir / f"results_{split}.json", report)
         return report
+
+    @torch.no_grad()
+    def save_prediction_panels(self, count: int = 3) -> None:
+        """``predictions/sample-<i>.png``: RGB | depth | ground truth | each combination."""
+        from mmanet.segmentation_images import save_prediction_panel
+
+        if set(self.data.modalities) != {"rgb", "depth"}:
+            return
+        self.model.eval()
+        names = self.model.modalities
+        masks = torch.tensor(names.combinations, dtype=torch.float32, device=self.device)
+        for index in range(min(count, len(self.data.test))):
+            inputs, labels = self.data.test[index]
+            batch = {k: v[None].to(self.device) for k, v in inputs.items()}
+            logits = self.model.predict_masks(self.model.encode(batch), masks)  # (c, 1, k, h, w)
+            predictions = {
+                names.mask_name(mask): logits[i, 0].argmax(0).cpu()
+                for i, mask in enumerate(names.combinations)
+            }
+            save_prediction_panel(
+                self.run_dir / "predictions" / f"sample-{index}.png",
+                inputs["rgb"],
+                inputs["depth"],
+                labels,
+                predictions,
+            )
 
     def _eval_loader(self, dataset: Dataset) -> DataLoader:
         return make_loader(dataset, self.cfg.data.eval_batch_size, self.cfg.data.num_workers)
