@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import Subset
 
 from common import busy_note, load_average  # benchmarks/common.py
 from mmanet.config import build_config
@@ -51,7 +52,7 @@ FLOOR_MMANET_OVER_SF_MD = 1.8  # from the issue: an MMANet epoch costs at most 1
 QUICK_TRAIN_SAMPLES = 256  # --quick: 4 steps of 64 per epoch
 
 
-def make_config(name: str, out: Path, **method: Any):
+def make_config(name: str, out: Path, task: str = "classification", **method: Any):
     overrides = {
         "out": str(out / name),
         "threads": 0,  # this script sets the thread count itself (--threads)
@@ -59,13 +60,14 @@ def make_config(name: str, out: Path, **method: Any):
         "tensorboard": False,
         "method": {"name": name, **method},
     }
-    return build_config(demo_config_path(), overrides)
+    return build_config(demo_config_path(task), overrides)
 
 
 def shrink(data: DataBundle, n: int) -> DataBundle:
     """The bundle with only the first ``n`` training samples (for --quick)."""
     train = data.train
-    assert isinstance(train, TensorMultimodalDataset)
+    if not isinstance(train, TensorMultimodalDataset):
+        return dataclasses.replace(data, train=Subset(train, range(n)))
     views = {k: v[:n] for k, v in train.views.items()}
     return dataclasses.replace(data, train=TensorMultimodalDataset(views, train.labels[:n]))
 
@@ -91,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="torch intra-op threads (default: torch's default, 1 with --quick)",
     )
+    parser.add_argument(
+        "--task",
+        default="classification",
+        choices=["classification", "segmentation"],
+        help="the bundled demo to time: Multiple Features, or ESANet on the rendered scenes",
+    )
     args = parser.parse_args(argv)
     threads = args.threads if args.threads is not None else (1 if args.quick else None)
     if threads is not None:
@@ -102,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="mmanet-bench-") as tmp:
         out = Path(tmp)
-        teacher_cfg = make_config("teacher", out)
+        teacher_cfg = make_config("teacher", out, args.task)
         data = build_data(teacher_cfg.data)
         if args.quick:
             data = shrink(data, QUICK_TRAIN_SAMPLES)
@@ -112,9 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         teacher_dir = out / "teacher"
 
         # 2. The two trainers; MMANet with MAR active (Ω fixed by a real mining pass).
-        sf_md = Trainer(make_config("sf_md", out), data)
+        sf_md = Trainer(make_config("sf_md", out, args.task), data)
         mmanet = Trainer(
-            make_config("mmanet", out, teacher=str(teacher_dir), mar={"warmup_epochs": 1}), data
+            make_config(
+                "mmanet", out, args.task, teacher=str(teacher_dir), mar={"warmup_epochs": 1}
+            ),
+            data,
         )
         mmanet.run_dir.mkdir(parents=True, exist_ok=True)  # mine() writes miner.json there
         sf_md.train_epoch(1)  # untimed warm-up epochs
@@ -178,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio = {name: median[name] / median["sf_md"] for name in ("mmanet", "teacher_fwd")}
 
     print(
-        f"bench_train_step: demo config, {len(data.train)} training samples, "
+        f"bench_train_step: {args.task} demo config, {len(data.train)} training samples, "
         f"{steps} steps/epoch, {reps} repetitions, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
