@@ -137,12 +137,19 @@ def compare(
     if metric is None:
         metric = default_metric(data, base)
     reports: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+    needs_teacher = "teacher" in methods or any(
+        build_config(config_path, deep_merge(overrides, {"method": {"name": m}})).method.distill
+        != "none"
+        for m in methods
+        if m != "customized"
+    )
     for seed in seeds:
         teacher_dir = out / f"seed-{seed}" / "teacher"
-        teacher_report = run_method(
-            "teacher", seed, out, config_path, overrides, data, None, split, progress
-        )
-        reports.setdefault("teacher", []).append(teacher_report)
+        if needs_teacher:
+            teacher_report = run_method(
+                "teacher", seed, out, config_path, overrides, data, None, split, progress
+            )
+            reports.setdefault("teacher", []).append(teacher_report)
         for method in methods:
             if method == "teacher":
                 continue
@@ -160,7 +167,7 @@ def compare(
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "config": to_dict(base),
         "titles": method_titles(base.model.name),
-        "teacher": aggregate(reports["teacher"]),
+        "teacher": aggregate(reports["teacher"]) if "teacher" in reports else None,
         "methods": students,
     }
     atomic_write_json(out / "results.json", summary)
