@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+import mmanet
 from conftest import fast_overrides
 from mmanet.cli import main
 
@@ -77,7 +78,8 @@ def test_console_entry_point():
     )
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        "mmanet: error: model.fusion='mean' is not available; known: ['concat']"
+        "mmanet: error: model.fusion='mean' is unknown; "
+        "known: default, concat, hemis, lcr, rfnet, mmformer"
     )
 
 
@@ -151,3 +153,69 @@ def test_segmentation_demo_on_the_rendered_scenes(tmp_path, capsys):
     summary = json.loads((out / "results.json").read_text())
     assert summary["metric"] == "miou"
     assert list(summary["methods"]["mmanet"]) == ["rgb", "depth", "rgb+depth"]
+
+
+def test_nyuv2_paper_configs_end_to_end_on_the_fixture(tmp_path, capsys):
+    """The shipped configs/nyuv2 (ESANet, median-frequency weights, one-cycle Adam) train the
+    teacher and MMANet on a fixture in NYUv2's prepared layout, shrunk only by overrides."""
+    from mmanet.data.seg_fixtures import write_nyuv2
+
+    root = write_nyuv2(tmp_path / "nyuv2", n_train=8, n_test=3, size=(24, 32))
+    tiny = [
+        f"data.root={root}",
+        "data.size=[24,32]",
+        "data.batch_size=4",
+        "data.eval_batch_size=4",
+        "data.num_workers=0",
+        "device=cpu",
+        "progress=false",
+        "tensorboard=false",
+        "model.esanet.encoder=resnet18",
+        "model.esanet.width=8",
+        "model.esanet.decoder_channels=[16,8,8]",
+        "model.esanet.context_bins=[1,2]",
+        "optim.epochs=2",
+        "method.mar.warmup_epochs=1",
+    ]
+    teacher, student = tmp_path / "teacher", tmp_path / "mmanet"
+    base = ["train", "--config"]
+    assert main([*base, "configs/nyuv2/teacher.yaml", f"out={teacher}", *tiny]) == 0
+    args = [*base, "configs/nyuv2/mmanet.yaml", f"out={student}", f"method.teacher={teacher}"]
+    assert main([*args, *tiny]) == 0
+    assert "Average (3 combinations)" in capsys.readouterr().out
+    assert main(["evaluate", "--run", str(student)]) == 0
+    report = json.loads((student / "results_test.json").read_text())
+    assert list(report["combinations"]) == ["rgb", "depth", "rgb+depth"]
+    for metrics in report["combinations"].values():
+        assert 0.0 <= metrics["miou"] <= 100.0 and len(metrics["per_class_iou"]) == 40
+    assert (student / "predictions" / "sample-0.png").is_file()
+    log = [json.loads(line) for line in (student / "log.jsonl").read_text().splitlines()]
+    assert any("loss_mad" in row for row in log) and any("loss_mar" in row for row in log)
+
+
+@pytest.mark.slow
+def test_compare_writes_tables_figures_and_provenance_and_reuses_runs(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    args = ["compare", "--methods", "all", "--seeds", "2", "--out", str(out), "--no-progress"]
+    short = [a for a in fast_overrides(out) if not a.startswith("out=")]
+    short += ["data.modalities=[fou,kar,zer]", "optim.epochs=3"]
+    assert main([*args, *short]) == 0
+    printed = capsys.readouterr().out
+    assert "HeMIS" in printed and "mmFormer" in printed and "Customized" in printed
+    summary = json.loads((out / "results.json").read_text())
+    assert list(summary["methods"]) == [
+        "customized", "sf_md", "hemis", "lcr", "rfnet", "mmformer", "mmanet",
+        "sf_md_sp", "sf_mad", "sf_mad_sr",
+    ]  # fmt: skip
+    rfnet = summary["columns"]["rfnet"]
+    assert rfnet["config"]["model"]["fusion"] == "rfnet" and len(rfnet["runs"]) == 2
+    assert rfnet["code_versions"][0].startswith(mmanet.__version__)
+    table = (out / "results.md").read_text()
+    for title in ("Comparison with the unified methods", "MAD vs SP", "MAR vs SR", "Provenance"):
+        assert title in table
+    assert " ± " in table and "**" in table
+    for figure in ("bars.png", "fig4_sp_vs_mad.png", "fig5_warmup.png"):
+        assert (out / figure).stat().st_size > 1000, figure
+    stamp = (out / "seed-1" / "hemis" / "results_test.json").stat().st_mtime_ns
+    assert main([*args, *short, "--no-figures"]) == 0  # everything is reused
+    assert (out / "seed-1" / "hemis" / "results_test.json").stat().st_mtime_ns == stamp

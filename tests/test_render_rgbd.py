@@ -16,7 +16,7 @@ from mmanet.data.render_rgbd import (
     render_sample,
 )
 
-SMALL = {"n_train": 8, "n_test": 4, "size": (24, 32)}
+SMALL = {"n_train": 8, "n_test": 4, "n_val": 3, "size": (24, 32)}
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +109,17 @@ def test_same_seed_is_byte_identical_and_other_seed_differs(dataset, tmp_path):
         assert (dataset / relative).read_bytes() == (again / relative).read_bytes(), relative
     rgb_files = [r for r in _files(dataset) if "rgb" in r.parts]
     assert any((dataset / r).read_bytes() != (other / r).read_bytes() for r in rgb_files)
+
+
+def test_the_val_split_is_held_out_and_leaves_train_and_test_unchanged(dataset, tmp_path):
+    fewer_val = render_dataset(tmp_path / "fewer", seed=0, workers=1, **{**SMALL, "n_val": 1})
+    assert (dataset / "val.txt").read_text().split() == ["0000", "0001", "0002"]
+    for relative in _files(fewer_val):
+        if relative.parts[0] in ("train", "test"):
+            assert (dataset / relative).read_bytes() == (fewer_val / relative).read_bytes()
+    val_rgb = {(dataset / "val" / "rgb" / f"000{i}.png").read_bytes() for i in range(3)}
+    train_rgb = {(dataset / "train" / "rgb" / f"000{i}.png").read_bytes() for i in range(3)}
+    assert not val_rgb & train_rgb
 
 
 def test_cache_is_reused_when_the_record_matches(tmp_path, monkeypatch):

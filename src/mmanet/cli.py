@@ -1,4 +1,4 @@
-"""The ``mmanet`` command: train, evaluate, demo."""
+"""The ``mmanet`` command: train, evaluate, demo, compare."""
 
 from __future__ import annotations
 
@@ -91,6 +91,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from mmanet.experiment import compare, demo_config_path, resolve_methods
+    from mmanet.report import comparison_table
+
+    out = Path(args.out or f"runs/compare_{args.task}")
+    summary = compare(
+        resolve_methods(args.methods),
+        seeds=list(range(args.seeds)),
+        out=out,
+        config_path=args.config or demo_config_path(args.task),
+        overrides=parse_overrides(args.overrides),
+        split=args.split,
+        progress=not args.no_progress,
+        figures=not args.no_figures,
+    )
+    metric = summary["metric"]
+    print(f"\n{metric} (%) on the {args.split} split, {len(summary['seeds'])} seed(s):\n")
+    print(comparison_table(summary["methods"], metric, markdown=False, titles=summary["titles"]))
+    written = ["results.md", "results.json", *summary.get("figures", [])]
+    print(f"\nwritten in {out}: {', '.join(written)}")
+    return 0
+
+
 def _print_report(report: dict, binary: bool) -> None:
     from mmanet.report import metrics_table
 
@@ -136,6 +159,30 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--split", default="test", choices=["val", "test"])
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.add_argument("overrides", nargs="*", help=_overrides_help())
+
+    compare = sub.add_parser(
+        "compare",
+        help="train and evaluate a list of methods over seeds; write the paper's tables",
+    )
+    compare.add_argument(
+        "--config", help="dataset YAML config (default: the bundled demo of --task)"
+    )
+    compare.add_argument(
+        "--task", default="classification", choices=["classification", "segmentation"]
+    )
+    compare.add_argument(
+        "--methods",
+        default="all",
+        help="comparison | distillation | regularization | ablation | all (default), "
+        "or comma-separated names, e.g. sf_md,rfnet,mmanet",
+    )
+    compare.add_argument("--seeds", type=int, default=1, help="number of seeds (0, 1, ...)")
+    compare.add_argument("--out", help="output folder (default runs/compare_<task>)")
+    compare.add_argument("--split", default="test", choices=["val", "test"])
+    compare.add_argument("--no-figures", action="store_true", help="tables only")
+    compare.add_argument("--no-progress", action="store_true", help="no progress bars")
+    compare.add_argument("overrides", nargs="*", help=_overrides_help())
+    compare.set_defaults(func=cmd_compare)
     demo.set_defaults(func=cmd_demo)
     return parser
 

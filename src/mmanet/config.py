@@ -50,7 +50,11 @@ class ModelConfig:
     name: str = "multiview"
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     encoders: dict[str, EncoderConfig] = field(default_factory=dict)  # per-modality overrides
-    fusion: str = "concat"
+    # "default": the builder's own fusion (concatenation for multiview / sf, SE-add for
+    # esanet); or concat | hemis | lcr | rfnet | mmformer (mmanet.fusion)
+    fusion: str = "default"
+    fusion_aux: bool = False  # rfnet / mmformer: build their auxiliary heads (method.aux_weight)
+    fusion_regions: int | None = None  # rfnet: soft regions K (default 4; esanet: the classes)
     head_widths: list[int] = field(default_factory=lambda: [128, 64])
     head_dropout: float = 0.1
     head_norm: Literal["batch", "layer", "none"] = "batch"
@@ -115,6 +119,7 @@ class MethodConfig:
     regularize: Literal["none", "sr", "mar"] = "none"
     alpha: float = 30.0
     beta: float = 0.5
+    aux_weight: float = 1.0  # the fusion's auxiliary losses (model.fusion_aux)
     teacher: str | None = None  # run folder (or checkpoint folder) of the trained teacher
     mad: MADConfig = field(default_factory=MADConfig)
     mar: MARConfig = field(default_factory=MARConfig)
@@ -161,6 +166,12 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
     "mmanet": {"dropout": True, "distill": "mad", "regularize": "mar"},
 }
 
+# The unified comparison methods (paper Tables 2-5): modality dropout with another fusion
+# module; the preset also selects ``model.fusion`` (and its auxiliary heads).
+FUSION_METHODS = ("hemis", "lcr", "rfnet", "mmformer")
+for _name in FUSION_METHODS:
+    METHOD_PRESETS[_name] = {"dropout": True, "distill": "none", "regularize": "none"}
+
 METHOD_TITLES = {
     "teacher": "Teacher",
     "customized": "Customized",
@@ -168,6 +179,10 @@ METHOD_TITLES = {
     "sf_md_sp": "SF-MD+SP",
     "sf_mad": "SF-MD+MAD",
     "sf_mad_sr": "SF-MAD+SR",
+    "hemis": "HeMIS",
+    "lcr": "LCR",
+    "rfnet": "RFNet",
+    "mmformer": "mmFormer",
     "mmanet": "MMANet",
 }
 
@@ -250,6 +265,9 @@ def build_config(
     method_name = (raw.get("method") or {}).get("name", MethodConfig.name)
     if method_name in METHOD_PRESETS:
         raw = deep_merge({"method": METHOD_PRESETS[method_name]}, raw)
+    if method_name in FUSION_METHODS:
+        fusion = {"fusion": method_name, "fusion_aux": method_name in ("rfnet", "mmformer")}
+        raw = deep_merge({"model": fusion}, raw)
     config = from_dict(Config, raw)
     validate(config)
     return config
@@ -282,6 +300,22 @@ def validate(config: Config) -> None:
         )
     if method.regularize == "mar" and method.mar.warmup_epochs < 1:
         raise ConfigError("method.mar.warmup_epochs must be >= 1")
+    known_fusions = ("default", "concat", *FUSION_METHODS)
+    if config.model.fusion not in known_fusions:
+        raise ConfigError(
+            f"model.fusion={config.model.fusion!r} is unknown; known: {', '.join(known_fusions)}"
+        )
+    if config.model.fusion_aux and config.model.fusion not in ("rfnet", "mmformer"):
+        raise ConfigError(
+            f"model.fusion_aux needs model.fusion=rfnet or mmformer, not {config.model.fusion!r}"
+        )
+    if method.aux_weight < 0:
+        raise ConfigError(f"method.aux_weight must be >= 0, got {method.aux_weight}")
+    if method.name in FUSION_METHODS and config.model.fusion != method.name:
+        raise ConfigError(
+            f"method.name={method.name} trains model.fusion={method.name}, "
+            f"but model.fusion={config.model.fusion!r}"
+        )
     if method.combination and method.name != "customized":
         raise ConfigError("method.combination is only for method.name=customized")
     if config.data.batch_size < 1:

@@ -7,6 +7,7 @@ students distil from it), then ``results.json`` and ``results.md`` for the compa
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ import yaml
 
 import mmanet
 from mmanet.config import (
+    METHOD_PRESETS,
     METHOD_TITLES,
     Config,
     ConfigError,
@@ -29,10 +31,44 @@ from mmanet.engine import Trainer
 from mmanet.io import atomic_write_json, atomic_write_text
 from mmanet.metrics import summarize
 from mmanet.modality import Modalities
-from mmanet.report import aggregate, comparison_table
+from mmanet.provenance import code_version
+from mmanet.report import LOWER_IS_BETTER, aggregate, comparison_table
 
 ABLATION_METHODS = ["sf_md", "sf_md_sp", "sf_mad", "sf_mad_sr", "mmanet"]
 SEGMENTATION_METHODS = ["sf_md", "mmanet"]  # ESANet-MD and MMANet (paper Table 4)
+COMPARISON_METHODS = ["customized", "sf_md", "hemis", "lcr", "rfnet", "mmformer", "mmanet"]
+DISTILLATION_ABLATION = ["sf_md", "sf_md_sp", "sf_mad"]  # paper Table 6, upper half
+REGULARIZATION_ABLATION = ["sf_mad", "sf_mad_sr", "mmanet"]  # paper Table 6, lower half
+# The tables a comparison writes, each when all of its methods were run.
+TABLES = [
+    ("Comparison with the unified methods", COMPARISON_METHODS),
+    ("Ablation: MAD vs SP", DISTILLATION_ABLATION),
+    ("Ablation: MAR vs SR", REGULARIZATION_ABLATION),
+]
+METHOD_LISTS = {
+    "comparison": COMPARISON_METHODS,
+    "distillation": DISTILLATION_ABLATION,
+    "regularization": REGULARIZATION_ABLATION,
+    "ablation": ABLATION_METHODS,
+    "all": list(dict.fromkeys(COMPARISON_METHODS + ABLATION_METHODS)),
+}
+
+
+def resolve_methods(spec: str) -> list[str]:
+    """``"all"``, a list name of :data:`METHOD_LISTS`, or comma-separated method names."""
+    if spec in METHOD_LISTS:
+        return list(METHOD_LISTS[spec])
+    methods = [m.strip() for m in spec.split(",") if m.strip()]
+    known = set(METHOD_PRESETS) - {"teacher"}
+    for method in methods:
+        if method not in known:
+            raise ConfigError(
+                f"unknown method {method!r} in --methods; use one of {', '.join(METHOD_LISTS)} "
+                f"or names from {', '.join(sorted(known))}"
+            )
+    if not methods:
+        raise ConfigError("--methods names no method")
+    return list(dict.fromkeys(methods))
 
 
 def run_method(
@@ -85,16 +121,19 @@ def run_customized(
 ) -> dict[str, Any]:
     """The customized baseline: one model per combination, each tested on its own one."""
     names = Modalities(data.modalities)
-    per_combination = {}
+    per_combination, per_model = {}, []
     for mask in names.combinations:
         name = names.mask_name(mask)
         report = run_method(
             "customized", seed, out, config_path, overrides, data, None, split, progress, name
         )
         per_combination[name] = report["combinations"][name]
+        per_model.append(report)
+    versions = {str(r.get("code_version")) for r in per_model}
     return {
         "method": "customized",
         "split": split,
+        "code_version": ", ".join(sorted(versions)),
         "combinations": per_combination,
         **summarize(per_combination),
     }
@@ -124,11 +163,13 @@ def compare(
     split: str = "test",
     metric: str | None = None,
     progress: bool = True,
+    figures: bool = False,
 ) -> dict[str, Any]:
-    """Train the teacher and every method for every seed; write the comparison tables.
+    """Train the teacher (when a method distils) and every method for every seed, reusing
+    finished runs; write ``results.json`` and ``results.md`` (and the figures) in ``out``.
 
     ``metric`` defaults to the task's: error (classification), ACER (anti-spoofing) or
-    mIoU (segmentation).
+    mIoU (segmentation). Each column records the config and code version it came from.
     """
     out = Path(out)
     overrides = dict(overrides or {})
@@ -136,13 +177,13 @@ def compare(
     data = build_data(base.data)
     if metric is None:
         metric = default_metric(data, base)
-    reports: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
-    needs_teacher = "teacher" in methods or any(
-        build_config(config_path, deep_merge(overrides, {"method": {"name": m}})).method.distill
-        != "none"
+    configs = {
+        m: build_config(config_path, deep_merge(overrides, {"method": {"name": m}}))
         for m in methods
-        if m != "customized"
-    )
+    }
+    distils = any(c.method.distill != "none" for c in configs.values())
+    needs_teacher = "teacher" in methods or distils
+    reports: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     for seed in seeds:
         teacher_dir = out / f"seed-{seed}" / "teacher"
         if needs_teacher:
@@ -153,26 +194,53 @@ def compare(
         for method in methods:
             if method == "teacher":
                 continue
-            reports[method].append(
-                run_method(
+            if method == "customized":
+                report = run_customized(seed, out, config_path, overrides, data, split, progress)
+            else:
+                report = run_method(
                     method, seed, out, config_path, overrides, data, teacher_dir, split, progress
                 )
-            )
-    students = {m: aggregate(reports[m]) for m in methods if m != "teacher"}
+            reports[method].append(report)
+    students = [m for m in methods if m != "teacher"]
     summary = {
         "metric": metric,
         "split": split,
         "seeds": list(seeds),
-        "code_version": mmanet.__version__,
+        "code_version": code_version(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "config": to_dict(base),
         "titles": method_titles(base.model.name),
         "teacher": aggregate(reports["teacher"]) if "teacher" in reports else None,
-        "methods": students,
+        "methods": {m: aggregate(reports[m]) for m in students},
+        "columns": {m: column_record(configs[m], reports[m], seeds, out) for m in students},
     }
     atomic_write_json(out / "results.json", summary)
     write_tables(summary, out / "results.md")
+    if figures:
+        from mmanet.figures import write_figures
+
+        summary["figures"] = write_figures(summary, out, data)
+        atomic_write_json(out / "results.json", summary)
+        write_tables(summary, out / "results.md")
     return summary
+
+
+def column_record(
+    config: Config, reports: Sequence[Mapping[str, Any]], seeds: Sequence[int], out: Path
+) -> dict[str, Any]:
+    """Where a table column came from: its config (digest and full), code version(s), runs."""
+    settings = to_dict(config)
+    for key in ("seed", "out", *RUNTIME_KEYS):
+        settings.pop(key, None)
+    settings["method"].pop("teacher", None)
+    encoded = json.dumps(settings, sort_keys=True).encode()
+    name = config.method.name
+    return {
+        "config_digest": hashlib.sha256(encoded).hexdigest()[:12],
+        "config": settings,
+        "code_versions": sorted({str(r.get("code_version", "unknown")) for r in reports}),
+        "runs": [str(out / f"seed-{seed}" / name) for seed in seeds],
+    }
 
 
 def default_metric(data: DataBundle, config: Config) -> str:
@@ -182,16 +250,42 @@ def default_metric(data: DataBundle, config: Config) -> str:
 
 
 def write_tables(summary: Mapping[str, Any], path: Path) -> str:
+    """The paper's tables in markdown: one per group of :data:`TABLES` that was run (rows =
+    combinations + averages, columns = methods, best per row in bold, mean ± std over
+    seeds), every method together, and where each column came from."""
     metric, methods = summary["metric"], summary["methods"]
     titles = summary.get("titles", METHOD_TITLES)
-    grouped = comparison_table(methods, metric, titles=titles)
-    full = comparison_table(methods, metric, max_rows=10**6, titles=titles)
     seeds = summary["seeds"]
-    text = (
+    sections = [
         f"# Comparison ({metric} in %, {summary['split']} split, "
-        f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})\n\n"
-        f"{grouped}\n\n## Every combination\n\n{full}\n"
-    )
+        f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}; "
+        f"{'lower' if metric in LOWER_IS_BETTER else 'higher'} is better)"
+    ]
+    for title, group in TABLES:
+        present = [m for m in group if m in methods]
+        if len(present) == len(group) and len(present) < len(methods):
+            table = comparison_table({m: methods[m] for m in present}, metric, titles=titles)
+            sections.append(f"## {title}\n\n{table}")
+    sections.append(f"## Every method\n\n{comparison_table(methods, metric, titles=titles)}")
+    combinations = next(iter(methods.values()))
+    if len(combinations) > 16:
+        full = comparison_table(methods, metric, max_rows=10**6, titles=titles)
+        sections.append(f"## Every combination\n\n{full}")
+    columns = summary.get("columns")
+    if columns:
+        rows = ["| Column | Config digest | Code version | Runs |", "|---|---|---|---|"]
+        for m, record in columns.items():
+            runs = ", ".join(f"`{run}`" for run in record["runs"])
+            versions = ", ".join(record["code_versions"])
+            rows.append(f"| {titles.get(m, m)} | {record['config_digest']} | {versions} | {runs} |")
+        sections.append(
+            "## Provenance\n\nThe full config of each column is in `results.json` "
+            "(`columns.<method>.config`).\n\n" + "\n".join(rows)
+        )
+    figures = summary.get("figures")
+    if figures:
+        sections.append("## Figures\n\n" + "\n".join(f"![{f}]({f})" for f in figures))
+    text = "\n\n".join(sections) + "\n"
     atomic_write_text(path, text)
     return text
 

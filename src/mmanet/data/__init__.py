@@ -70,7 +70,9 @@ def _build_segmentation_data(cfg: DataConfig) -> DataBundle:
     )
     options.setdefault("depth_mean", render_rgbd.DEPTH_MEAN_MM)
     options.setdefault("depth_std", render_rgbd.DEPTH_STD_MM)
-    return load_nyuv2(root, cfg.modalities, class_names=render_rgbd.CLASS_NAMES, **options)
+    return load_nyuv2(
+        root, cfg.modalities, class_names=render_rgbd.CLASS_NAMES, val_split="val", **options
+    )
 
 
 __all__ = ["DataBundle", "DataError", "TensorMultimodalDataset", "build_data", "collate"]

@@ -54,7 +54,10 @@ class TensorMultimodalDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int) -> Sample:
-        return {name: v[index] for name, v in self.views.items()}, int(self.labels[index])
+        label = self.labels[index]  # a class index, or a label map for segmentation
+        return {name: v[index] for name, v in self.views.items()}, (
+            int(label) if label.ndim == 0 else label
+        )
 
     def __getitems__(self, indices: Sequence[int]) -> list[Sample]:
         # DataLoader batched fetch: one gather per modality instead of one per sample.

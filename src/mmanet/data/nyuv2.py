@@ -17,6 +17,7 @@ its leading "void"; label value v in 1..40 is class v - 1 and void (0) becomes
 ``IGNORE_INDEX`` = 255, which the loss and the metrics ignore. Splits: train = ``train.txt``
 (795 images), test = ``test.txt`` (654 images); NYUv2 has no validation split and the paper
 (like ESANet) reports on the test split, so ``val_split="test"`` by default: val *is* test.
+A layout with a held-out ``val.txt`` / ``val/`` (the rendered dataset) passes ``val_split="val"``.
 
 Modalities: "rgb" as (3, h, w) float32 normalised with the ImageNet mean / std, and "depth" as
 (1, h, w) float32 (depth - depth_mean) / depth_std with invalid (0) pixels kept at 0 (as ESANet
@@ -338,8 +339,8 @@ def load_nyuv2(
         raise DataError("NYUv2 needs root=<folder with train.txt, test.txt, train/, test/>")
     if depth_mode not in ("refined", "raw"):
         raise DataError(f"NYUv2 depth_mode {depth_mode!r}; use 'refined' or 'raw'")
-    if val_split not in ("train", "test"):
-        raise DataError(f"NYUv2 val_split {val_split!r}; use 'test' or 'train'")
+    if val_split not in ("train", "test", "val"):
+        raise DataError(f"NYUv2 val_split {val_split!r}; use 'test', 'train' or 'val'")
     root = Path(root)
     names = select_rgbd(modalities, "NYUv2")
     depth_dir = "depth" if depth_mode == "refined" else "depth_raw"
@@ -359,7 +360,7 @@ def load_nyuv2(
             "NYUv2",
         )
 
-    on_disk = {"train": records("train"), "test": records("test")}
+    on_disk = {split: records(split) for split in {"train", "test", val_split}}
     splits = {"train": on_disk["train"], "val": on_disk[val_split], "test": on_disk["test"]}
     transforms = segmentation_transforms(size, depth_mean, depth_std, augment, max_scale)
     read_label = partial(read_label_map, num_classes=len(class_names))

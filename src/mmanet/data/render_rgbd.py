@@ -31,7 +31,7 @@ import pybullet_data
 from PIL import Image
 
 GENERATOR_VERSION = 1
-SPLITS = ("train", "test")
+SPLITS = ("train", "test", "val")  # the order seeds each sample: append, never reorder
 
 NEAR_M, FAR_M = 0.05, 8.0  # renderer clipping planes
 SENSOR_MIN_M, SENSOR_MAX_M = 0.4, 4.0  # depth outside this range is missing
@@ -315,7 +315,9 @@ def _write_sample(job: tuple[Path, int, str, int, tuple[int, int]]) -> None:
     Image.fromarray(sample.labels).save(root / split / f"labels_{NUM_CLASSES}" / name)
 
 
-def generator_record(n_train: int, n_test: int, size: tuple[int, int], seed: int) -> dict:
+def generator_record(
+    n_train: int, n_test: int, size: tuple[int, int], seed: int, n_val: int = 100
+) -> dict:
     """What ``generator.json`` holds; a cached dataset is reused only if it matches exactly."""
     return {
         "generator": "mmanet.data.render_rgbd",
@@ -325,6 +327,7 @@ def generator_record(n_train: int, n_test: int, size: tuple[int, int], seed: int
         "size": list(size),
         "n_train": n_train,
         "n_test": n_test,
+        "n_val": n_val,
         "num_classes": NUM_CLASSES,
         "class_names": list(CLASS_NAMES),
     }
@@ -337,17 +340,20 @@ def render_dataset(
     size: tuple[int, int] = (96, 128),
     seed: int = 0,
     workers: int | None = None,
+    n_val: int = 100,
 ) -> Path:
-    """Render the dataset into ``root`` (replacing it) in the NYUv2 prepared layout."""
+    """Render the dataset into ``root`` (replacing it) in the NYUv2 prepared layout, plus a
+    ``val`` split (``val.txt``, ``val/``) held out for choosing settings."""
     root = Path(root)
-    if n_train < 1 or n_test < 1:
+    if min(n_train, n_test, n_val) < 1:
         raise ValueError(
-            f"render_dataset: n_train and n_test must be >= 1, got {n_train}, {n_test}"
+            f"render_dataset: n_train, n_test and n_val must be >= 1, "
+            f"got {n_train}, {n_test}, {n_val}"
         )
     size = (int(size[0]), int(size[1]))
     staging = root.with_name(f"{root.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
-    counts = {"train": n_train, "test": n_test}
+    counts = {"train": n_train, "test": n_test, "val": n_val}
     for split in SPLITS:
         for folder in ("rgb", "depth", f"labels_{NUM_CLASSES}"):
             (staging / split / folder).mkdir(parents=True)
@@ -367,7 +373,7 @@ def render_dataset(
         with context.Pool(workers, initializer=_init_worker) as pool:
             for _ in pool.imap_unordered(_write_sample, jobs, chunksize=8):
                 pass
-    record = generator_record(n_train, n_test, size, seed)
+    record = generator_record(n_train, n_test, size, seed, n_val)
     (staging / "generator.json").write_text(json.dumps(record, indent=2) + "\n")
     if root.exists():
         shutil.rmtree(root)
@@ -379,13 +385,16 @@ def cached_dataset(cache_dir: str | Path, **kwargs) -> Path:
     """Return the rendered dataset under ``cache_dir``, rendering it only when missing or stale."""
     n_train = kwargs.get("n_train", 300)
     n_test = kwargs.get("n_test", 100)
+    n_val = kwargs.get("n_val", 100)
     size = tuple(kwargs.get("size", (96, 128)))
     seed = kwargs.get("seed", 0)
-    root = Path(cache_dir) / (
-        f"render_rgbd_v{GENERATOR_VERSION}_seed{seed}_{size[0]}x{size[1]}_{n_train}-{n_test}"
+    counts = f"{n_train}-{n_test}-{n_val}"
+    root = (
+        Path(cache_dir)
+        / f"render_rgbd_v{GENERATOR_VERSION}_seed{seed}_{size[0]}x{size[1]}_{counts}"
     )
     record_path = root / "generator.json"
-    expected = generator_record(n_train, n_test, size, seed)
+    expected = generator_record(n_train, n_test, size, seed, n_val)
     if record_path.is_file() and json.loads(record_path.read_text()) == expected:
         return root
     return render_dataset(root, **kwargs)

@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-import mmanet
 from mmanet.config import Config, ConfigError, save_config, to_dict
 from mmanet.data import DataBundle, build_data
 from mmanet.engine.checkpoint import (
@@ -46,6 +45,7 @@ from mmanet.modality import (
 )
 from mmanet.models import UnifiedNetwork, build_model
 from mmanet.models.unified import select_samples
+from mmanet.provenance import code_version
 
 
 def resolve_device(name: str) -> torch.device:
@@ -171,7 +171,7 @@ class Trainer:
     def meta(self) -> dict[str, Any]:
         return {
             "format": "mmanet-checkpoint-1",
-            "code_version": mmanet.__version__,
+            "code_version": code_version(),
             "method": self.cfg.method.name,
             "modalities": list(self.data.modalities),
             "input_shapes": {k: list(v) for k, v in self.data.input_shapes.items()},
@@ -358,7 +358,8 @@ class Trainer:
         mask: torch.Tensor,
         omega: torch.Tensor | None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        """``L = L_task + α·L_MAD + β·L_MAR`` for one batch (SPEC §1).
+        """``L = L_task + α·L_MAD + β·L_MAR`` for one batch (SPEC §1), plus the fusion's
+        auxiliary terms (``method.aux_weight``) for RFNet / mmFormer.
 
         Returns the loss, its detached terms and the detached deployment logits.
         """
@@ -367,6 +368,14 @@ class Trainer:
         task_loss = self.task_loss(out.logits, labels) + self.side_loss(self.model.head, labels)
         loss = task_loss
         terms = {"loss_task": task_loss.detach()}
+
+        auxiliary = getattr(self.model.fusion, "auxiliary_loss", None)
+        if auxiliary is not None and method.aux_weight > 0:
+            # RFNet's / mmFormer's own terms (per-modality heads, region supervision)
+            aux_loss = auxiliary(labels, self.data.ignore_index)
+            if aux_loss is not None:
+                loss = loss + method.aux_weight * aux_loss
+                terms["loss_aux"] = aux_loss.detach()
 
         if self.teacher is not None:
             with torch.no_grad():
@@ -440,7 +449,13 @@ class Trainer:
     def test(self, split: str = "test") -> dict[str, Any]:
         """Evaluate every combination on ``split`` and write ``results_<split>.json``."""
         results = evaluate_split(self.model, self.data, self.cfg, split, self.device)
-        report = {"method": self.cfg.method.name, "split": split, "epoch": self.epoch, **results}
+        report = {
+            "method": self.cfg.method.name,
+            "split": split,
+            "epoch": self.epoch,
+            "code_version": code_version(),
+            **results,
+        }
         if self.cfg.method.combination:
             report["trained_on"] = self.cfg.method.combination
         if self.miner is not None:

@@ -8,6 +8,8 @@ stages, so its two encoders are not independent. In UnifiedNetwork terms:
 - ``fusion``: :class:`ESANetEncoder`, the two ResNet streams with SE-add fusion, where the
   mask multiplies the RGB or depth branch at every fusion point, then the context module;
   it returns an :class:`ESANetFeatures` (what UnifiedNetwork calls ``fused``);
+  with ``model.fusion`` set (HeMIS, LCR, RFNet, mmFormer, concat) it is
+  :class:`StreamFusionEncoder`: independent streams fused after each stage by that module;
 - ``head`` (and ``reg_head``): :class:`ESANetDecoder`, returning (the last decoder
   module's output, the logits (b, k, H, W)); in training mode the side-output logits of
   the three decoder modules are left in ``decoder.side_outputs``.
@@ -22,6 +24,7 @@ import torch
 from torch import nn
 
 from mmanet.config import ConfigError, ESANetConfig, ModelConfig
+from mmanet.fusion import build_fusion
 from mmanet.models.sf import read_torchvision_state_dict
 from mmanet.models.unified import UnifiedNetwork
 from mmanet.nn import BasicBlock, Bottleneck, init_resnet_weights, make_layer
@@ -132,6 +135,62 @@ class ESANetEncoder(nn.Module):
         return ESANetFeatures(self.context(fused), skips[2::-1], input_size)
 
 
+class StreamFusionEncoder(nn.Module):
+    """Independent RGB and depth ResNet streams whose stage outputs are fused by a module of
+    :mod:`mmanet.fusion` — the comparison methods on ESANet's encoders (``model.fusion``).
+
+    After each of the four stages, ``fusions[level](stage maps, mask)`` merges the
+    streams (a 1x1 conv + BN + ReLU brings a wider fused map back to the stage width);
+    the fused layer1..layer3 maps are the decoder's skips and the fused layer4 map feeds
+    the context module. The streams themselves never mix, so a fusion module that ignores
+    absent modalities makes the whole encoder ignore them.
+    """
+
+    def __init__(
+        self,
+        encoders: Sequence[ResNetEncoder],
+        fusions: Sequence[nn.Module],
+        context: nn.Module,
+    ) -> None:
+        super().__init__()
+        self.streams = nn.ModuleList(encoders)
+        self.fusions = nn.ModuleList(fusions)
+        self.projections = nn.ModuleList(
+            nn.Identity()
+            if fusion.out_channels == width
+            else nn.Sequential(
+                nn.Conv2d(fusion.out_channels, width, 1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            )
+            for fusion, width in zip(fusions, encoders[0].stage_channels, strict=True)
+        )
+        self.context = context
+
+    def forward(self, features: Sequence[torch.Tensor], mask: torch.Tensor) -> ESANetFeatures:
+        input_size = (features[0].shape[-2], features[0].shape[-1])
+        maps = [s.maxpool(s.stem(x)) for s, x in zip(self.streams, features, strict=True)]
+        fused_maps = []
+        for level, (fusion, projection) in enumerate(
+            zip(self.fusions, self.projections, strict=True)
+        ):
+            maps = [stream.stages()[level](x) for stream, x in zip(self.streams, maps, strict=True)]
+            fused_maps.append(projection(fusion(maps, mask)))
+        return ESANetFeatures(self.context(fused_maps[-1]), fused_maps[2::-1], input_size)
+
+    def auxiliary_loss(
+        self, labels: torch.Tensor, ignore_index: int | None = None
+    ) -> torch.Tensor | None:
+        """The sum of the fusion modules' auxiliary terms (None when none has any)."""
+        terms = [
+            aux(labels, ignore_index)
+            for fusion in self.fusions
+            if (aux := getattr(fusion, "auxiliary_loss", None)) is not None
+        ]
+        terms = [term for term in terms if term is not None]
+        return sum(terms[1:], terms[0]) if terms else None
+
+
 class ESANetDecoder(nn.Module):
     """Three decoder modules, a 3x3 conv to the classes and two learned x2 upsamplings.
 
@@ -207,9 +266,15 @@ def build_esanet(
     def decoder() -> ESANetDecoder:
         return ESANetDecoder(skip_channels, esa.decoder_channels, esa.decoder_blocks, num_classes)
 
-    fusion = ESANetEncoder(
-        rgb_encoder, depth_encoder, context, modalities.index(RGB), modalities.index(DEPTH)
-    )
+    if cfg.fusion == "default":
+        fusion = ESANetEncoder(
+            rgb_encoder, depth_encoder, context, modalities.index(RGB), modalities.index(DEPTH)
+        )
+    else:
+        streams = [rgb_encoder if name == RGB else depth_encoder for name in modalities]
+        fusion = StreamFusionEncoder(
+            streams, _stage_fusions(cfg, rgb_encoder.stage_channels, num_classes), context
+        )
     return UnifiedNetwork(
         modalities,
         {name: nn.Identity() for name in modalities},
@@ -218,6 +283,27 @@ def build_esanet(
         input_shapes,
         reg_head=decoder() if reg_head else None,
     )
+
+
+def _stage_fusions(cfg: ModelConfig, widths: Sequence[int], num_classes: int) -> list[nn.Module]:
+    """One fusion module per stage. RFNet fuses every stage with K = the classes as regions
+    (its region maps are supervised by the labels); mmFormer's transformer works on the
+    bottleneck (layer4) tokens only, the shallower stages are concatenated as in its paper."""
+    fusions = []
+    for level, width in enumerate(widths):
+        name = cfg.fusion
+        if name == "mmformer" and level < len(widths) - 1:
+            name = "concat"
+        fusions.append(
+            build_fusion(
+                name,
+                [width, width],
+                num_classes,
+                aux=cfg.fusion_aux,
+                regions=cfg.fusion_regions or num_classes,
+            )
+        )
+    return fusions
 
 
 def _check(esa: ESANetConfig) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from torch import nn
 
 from mmanet.config import ConfigError, EncoderConfig, ModelConfig
-from mmanet.fusion import FUSIONS
+from mmanet.fusion import build_fusion
 from mmanet.models.unified import UnifiedNetwork
 from mmanet.nn import ConvEncoder, MLPEncoder, MLPHead
 
@@ -44,13 +44,19 @@ def build_multiview(
             f"model.encoders names unknown modality '{unknown[0]}' "
             f"(modalities: {', '.join(modalities)})"
         )
-    if cfg.fusion != "concat":
-        raise ConfigError(f"model.fusion={cfg.fusion!r} is not available; known: {list(FUSIONS)}")
     encoders = {
         name: build_encoder(cfg.encoders.get(name, cfg.encoder), input_shapes[name], name)
         for name in modalities
     }
-    fused_width = sum(enc.out_features for enc in encoders.values())
+    fusion = build_fusion(
+        "concat" if cfg.fusion == "default" else cfg.fusion,
+        [enc.out_features for enc in encoders.values()],
+        num_classes,
+        aux=cfg.fusion_aux,
+        regions=cfg.fusion_regions,
+        vectors=True,  # MLP and CNN encoders both end in (b, c) vectors
+    )
+    fused_width = fusion.out_channels
 
     def head() -> MLPHead:
         return MLPHead(fused_width, cfg.head_widths, num_classes, cfg.head_dropout, cfg.head_norm)
@@ -58,7 +64,7 @@ def build_multiview(
     return UnifiedNetwork(
         modalities,
         encoders,
-        FUSIONS[cfg.fusion](),
+        fusion,
         head(),
         input_shapes,
         reg_head=head() if reg_head else None,

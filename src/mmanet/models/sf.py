@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from mmanet.config import ConfigError, ModelConfig
-from mmanet.fusion import FUSIONS
+from mmanet.fusion import build_fusion
 from mmanet.models.unified import UnifiedNetwork
 from mmanet.nn import BasicBlock, ResNetStem, SEBlock, init_resnet_weights, make_layer
 from mmanet.nn.resnet import load_torchvision_weights
@@ -60,8 +60,6 @@ def build_sf(
     reg_head: bool,
 ) -> UnifiedNetwork:
     """The SF network for image modalities of shape (c, h, w), c = 3 in the paper."""
-    if cfg.fusion != "concat":
-        raise ConfigError(f"model.name=sf needs model.fusion=concat, got {cfg.fusion!r}")
     for name in modalities:
         if len(input_shapes[name]) != 3:
             raise ConfigError(
@@ -76,11 +74,18 @@ def build_sf(
                 load_torchvision_weights(encoder.stem, weights)
             except ValueError as err:
                 raise ConfigError(f"model.pretrained={cfg.pretrained}: {err}") from None
-    fused_channels = sum(enc.out_channels for enc in encoders.values())  # m * 128
+    fusion = build_fusion(
+        "concat" if cfg.fusion == "default" else cfg.fusion,
+        [enc.out_channels for enc in encoders.values()],
+        num_classes,
+        aux=cfg.fusion_aux,
+        regions=cfg.fusion_regions,
+    )
+    fused_channels = fusion.out_channels  # m * 128 for concat
     return UnifiedNetwork(
         modalities,
         encoders,
-        FUSIONS[cfg.fusion](),
+        fusion,
         SFHead(fused_channels, num_classes),
         input_shapes,
         reg_head=SFHead(fused_channels, num_classes) if reg_head else None,

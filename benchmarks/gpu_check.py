@@ -1,16 +1,19 @@
-"""GPU check: SF-MD vs MMANet training steps of the SF network on generated 112x112 data.
+"""GPU check: SF-MD vs MMANet training steps at the paper's full sizes, on generated data.
 
-Prepared for a CUDA machine (one command, well under 5 minutes)::
+Prepared for a CUDA machine (one command, under 5 minutes)::
 
-    bash benchmarks/gpu_casia_surf.sh            # = python benchmarks/gpu_casia_surf.py
+    bash benchmarks/gpu_check.sh        # SF at 112x112 and ESANet-R34-NBt1D at 480x640
 
-It builds the CASIA-SURF configuration (``configs/casia_surf/base.yaml``: SF network,
-three 3-channel modalities, batch 64) on generated data held on the device, saves an
-untrained teacher, and times ``--steps`` training steps of SF-MD and of full MMANet
-(teacher forward + MAD + MAR with Ω fixed to a weak pair and its singletons) under
-autocast (``--precision bf16|fp16|fp32``), alternating the two, after warm-up steps.
-It prints images/s, the peak GPU memory and the MMANet / SF-MD step-time ratio.
-``--device cpu --size 32 --steps 2`` runs it anywhere as a smoke test.
+``--task face`` builds ``configs/casia_surf/base.yaml`` (SF network, rgb/depth/ir at
+112 x 112, batch 64); ``--task nyuv2`` builds ``configs/nyuv2/base.yaml`` (ESANet with
+ResNet-34 NonBottleneck1D encoders, rgb + depth at 480 x 640, 40 classes, batch 8). The
+data are generated and held on the device; an untrained teacher is saved; then
+``--steps`` training steps of SF-MD (ESANet-MD) and of full MMANet (teacher forward +
+MAD + MAR with Ω fixed to a drop-one mask and its sub-masks) are timed under autocast
+(``--precision bf16|fp16|fp32``, a grad scaler for fp16), optionally channels-last,
+alternating the two, after warm-up steps. It prints images/s, the peak GPU memory and
+the MMANet / SF-MD step-time ratio. ``--device cpu`` with a small ``--size`` runs it
+anywhere as a smoke test.
 """
 
 from __future__ import annotations
@@ -27,23 +30,30 @@ import torch
 from mmanet.config import build_config
 from mmanet.data import DataBundle, TensorMultimodalDataset
 from mmanet.engine import Trainer
+from mmanet.modality import drop_one_masks, sub_masks
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "casia_surf" / "base.yaml"
-MODALITIES = ["rgb", "depth", "ir"]
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+TASKS = {
+    # task: (config, {modality: channels}, classes, full size, batch)
+    "face": ("casia_surf/base.yaml", {"rgb": 3, "depth": 3, "ir": 3}, 2, (112, 112), 64),
+    "nyuv2": ("nyuv2/base.yaml", {"rgb": 3, "depth": 1}, 40, (480, 640), 8),
+}
 
 
-def generated_data(n: int, size: int) -> DataBundle:
+def generated_data(task: str, n: int, size: tuple[int, int]) -> DataBundle:
+    _, channels, classes, _, _ = TASKS[task]
     gen = torch.Generator().manual_seed(0)
-    views = {m: torch.randn(n, 3, size, size, generator=gen) for m in MODALITIES}
-    labels = torch.randint(0, 2, (n,), generator=gen)
-    split = TensorMultimodalDataset(views, labels)
+    views = {m: torch.randn(n, c, *size, generator=gen) for m, c in channels.items()}
+    label_shape = (n, *size) if task == "nyuv2" else (n,)
+    split = TensorMultimodalDataset(views, torch.randint(0, classes, label_shape, generator=gen))
     return DataBundle(
         split,
         split,
         split,
-        MODALITIES,
-        dict.fromkeys(MODALITIES, (3, size, size)),
-        ["attack", "bona fide"],
+        list(channels),
+        {m: (c, *size) for m, c in channels.items()},
+        [f"class-{k}" for k in range(classes)],
+        task="segmentation" if task == "nyuv2" else "classification",
     )
 
 
@@ -77,35 +87,41 @@ def timed_steps(trainer: Trainer, steps: int, precision: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="face", choices=list(TASKS))
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--precision", default="bf16", choices=["bf16", "fp16", "fp32"])
-    parser.add_argument("--size", type=int, default=112)
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--size", type=int, nargs=2, help="height width (default: full)")
+    parser.add_argument("--batch", type=int, help="batch size (default: the config's)")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant")
     parser.add_argument("--channels-last", action="store_true")
     args = parser.parse_args()
+    config_name, channels, _, full_size, full_batch = TASKS[args.task]
+    config = CONFIGS / config_name
+    size = tuple(args.size or full_size)
+    batch = args.batch or full_batch
 
-    data = generated_data(args.batch * 2, args.size)
+    data = generated_data(args.task, batch * 2, size)
     with tempfile.TemporaryDirectory() as tmp:
         common = [
             f"device={args.device}",
             "progress=false",
             "tensorboard=false",
-            f"data.batch_size={args.batch}",
+            f"data.batch_size={batch}",
             "data.num_workers=0",
         ]
         teacher = Trainer(
-            build_config(CONFIG, [*common, "method.name=teacher", f"out={tmp}/teacher"]), data
+            build_config(config, [*common, "method.name=teacher", f"out={tmp}/teacher"]), data
         )
         teacher.save()
         trainers = {
             "sf_md": Trainer(
-                build_config(CONFIG, [*common, "method.name=sf_md", f"out={tmp}/sf_md"]), data
+                build_config(config, [*common, "method.name=sf_md", f"out={tmp}/sf_md"]), data
             ),
             "mmanet": Trainer(
                 build_config(
-                    CONFIG,
+                    config,
                     [
                         *common,
                         "method.name=mmanet",
@@ -116,11 +132,11 @@ def main() -> None:
                 data,
             ),
         }
-        trainers["mmanet"].miner.omega = [(1, 0, 0), (0, 0, 1), (1, 0, 1)]  # rgb+ir and singles
+        trainers["mmanet"].miner.omega = sub_masks(drop_one_masks(len(channels))[0])
         for trainer in trainers.values():
             if args.channels_last:
                 trainer.model.to(memory_format=torch.channels_last)
-            timed_steps(trainer, 3, args.precision)  # warm-up (cuDNN autotune, allocator)
+            timed_steps(trainer, args.warmup, args.precision)  # warm-up (cuDNN autotune, allocator)
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         medians: dict[str, list[float]] = {name: [] for name in trainers}
@@ -130,11 +146,11 @@ def main() -> None:
     step = {name: statistics.median(values) for name, values in medians.items()}
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device
     print(
-        f"{device}, {args.precision}, {args.size}x{args.size}, batch {args.batch}, "
+        f"{device}, {args.task}, {args.precision}, {size[0]}x{size[1]}, batch {batch}, "
         f"channels_last={args.channels_last}"
     )
     for name, seconds in step.items():
-        print(f"{name:7s} {seconds * 1e3:8.1f} ms/step  {args.batch / seconds:8.0f} images/s")
+        print(f"{name:7s} {seconds * 1e3:8.1f} ms/step  {batch / seconds:8.1f} images/s")
     if args.device.startswith("cuda"):
         print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
     print(f"RATIO mmanet_step/sf_md_step = {step['mmanet'] / step['sf_md']:.3f}")

@@ -1,0 +1,134 @@
+"""Helpers shared by the fusion modules.
+
+Conventions: ``features`` is a list of m tensors, each (b, c_i) ("vectors") or
+(b, c_i, h, w) ("maps"); ``mask`` is the (b, m) 0/1 tensor of present modalities.
+Internally vectors are handled as (b, c, 1, 1) maps and turned back at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def check_channels(channels: Sequence[int]) -> list[int]:
+    """The channel widths as a list; at least one modality, every width positive."""
+    widths = [int(c) for c in channels]
+    if not widths or any(c <= 0 for c in widths):
+        raise ValueError(f"channels must be a non-empty list of positive widths, got {channels}")
+    return widths
+
+
+def as_maps(
+    features: Sequence[torch.Tensor], mask: torch.Tensor, channels: Sequence[int]
+) -> tuple[list[torch.Tensor], bool]:
+    """Check the inputs and view vectors as (b, c, 1, 1) maps.
+
+    Returns:
+        the per-modality maps, and whether the inputs were vectors.
+    """
+    if len(features) != len(channels) or mask.ndim != 2 or mask.shape[1] != len(channels):
+        raise ValueError(
+            f"expected {len(channels)} modalities and a (b, {len(channels)}) mask, "
+            f"got {len(features)} features and a mask of shape {tuple(mask.shape)}"
+        )
+    ndims = {f.ndim for f in features}
+    if ndims not in ({2}, {4}):
+        raise ValueError(f"features must all be (b, c) or all (b, c, h, w), got ndims {ndims}")
+    widths = [f.shape[1] for f in features]
+    if widths != list(channels):
+        raise ValueError(f"feature widths {widths} differ from the declared channels {channels}")
+    vector = ndims == {2}
+    maps = [f[:, :, None, None] if vector else f for f in features]
+    if len({f.shape[2:] for f in maps}) != 1:
+        raise ValueError("feature maps of all modalities must share their spatial size")
+    return maps, vector
+
+
+def restore(x: torch.Tensor, vector: bool) -> torch.Tensor:
+    """(b, c, 1, 1) back to (b, c) when the inputs were vectors."""
+    return x.flatten(1) if vector else x
+
+
+def present_of(mask: torch.Tensor) -> torch.Tensor:
+    """The (b, m) bool tensor ``mask > 0``."""
+    return mask > 0
+
+
+def zero_absent(maps: Sequence[torch.Tensor], present: torch.Tensor) -> list[torch.Tensor]:
+    """x_i ← x_i where modality i is present, else exact zeros (also for inf/nan inputs)."""
+    return [torch.where(present[:, i, None, None, None], x, 0.0) for i, x in enumerate(maps)]
+
+
+class Projection(nn.Module):
+    """Per-modality 1×1 conv to the common width c = max(channels); identity when all equal.
+
+    x_i ← W_i x_i + b_i (a Linear per position), applied only when the widths differ.
+    """
+
+    def __init__(self, channels: Sequence[int]) -> None:
+        super().__init__()
+        channels = check_channels(channels)
+        self.width = max(channels)
+        self.projections = (
+            nn.ModuleList(nn.Conv2d(c, self.width, 1) for c in channels)
+            if len(set(channels)) > 1
+            else None
+        )
+
+    def forward(self, maps: Sequence[torch.Tensor], present: torch.Tensor) -> list[torch.Tensor]:
+        """Project, then zero absent modalities again (the projection's bias is not zero)."""
+        maps = zero_absent(maps, present)
+        if self.projections is None:
+            return maps
+        return zero_absent([p(x) for p, x in zip(self.projections, maps, strict=True)], present)
+
+
+def task_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Map (b, k, h, w) logits onto the label's shape.
+
+    Classification labels (b,): global average pool to (b, k). Segmentation labels
+    (b, H, W): bilinear upsampling to (b, k, H, W) (``align_corners=False``).
+    """
+    if labels.ndim == 1:
+        return logits.mean(dim=(2, 3))
+    if labels.ndim == 3:
+        return F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    raise ValueError(f"labels must be (b,) or (b, H, W), got shape {tuple(labels.shape)}")
+
+
+def weighted_cross_entropy(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    weights: torch.Tensor,
+    ignore_index: int | None,
+) -> torch.Tensor:
+    """Cross-entropy averaged over the samples with weight 1 and the non-ignored labels.
+
+    ℓ = Σ_{n,p} w_n v_{n,p} CE_{n,p} / max(Σ_{n,p} w_n v_{n,p}, 1), with w_n ∈ {0, 1} the
+    sample weights and v_{n,p} = [y_{n,p} ≠ ignore_index]; 0 when nothing is counted (so a
+    modality with no present sample adds nothing). No host sync, fixed shapes.
+    """
+    ignore = -100 if ignore_index is None else ignore_index
+    per_item = F.cross_entropy(
+        task_logits(logits, labels), labels, ignore_index=ignore, reduction="none"
+    )
+    keep = (labels != ignore).to(per_item.dtype) * weights.view(-1, *[1] * (labels.ndim - 1))
+    return (per_item * keep).sum() / keep.sum().clamp(min=1.0)
+
+
+def modality_losses(
+    logits: Sequence[torch.Tensor],
+    mask: torch.Tensor,
+    labels: torch.Tensor,
+    ignore_index: int | None,
+) -> torch.Tensor:
+    """Σ_i CE(logits_i, y) over the samples where modality i is present (see above)."""
+    present = present_of(mask).to(logits[0].dtype)
+    terms = [
+        weighted_cross_entropy(x, labels, present[:, i], ignore_index) for i, x in enumerate(logits)
+    ]
+    return torch.stack(terms).sum()

@@ -1,0 +1,302 @@
+"""Fusion modules: shapes, invariance to absent inputs, hand cases, auxiliary losses."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmanet.fusion import FUSIONS, ConcatFusion, build_fusion
+from mmanet.fusion.common import modality_losses
+from mmanet.fusion.mmformer import sinusoidal_2d
+
+NAMES = list(FUSIONS)
+KINDS = ["vector", "map"]
+NUM_CLASSES = 5
+
+
+def make_mask(batch: int, m: int, seed: int = 0) -> torch.Tensor:
+    """Random 0/1 rows with at least one 1; the first min(m, batch) rows single-modality."""
+    gen = torch.Generator().manual_seed(seed)
+    mask = (torch.rand(batch, m, generator=gen) < 0.5).float()
+    mask[mask.sum(1) == 0, 0] = 1.0
+    for i in range(min(m, batch)):
+        mask[i] = 0.0
+        mask[i, i] = 1.0
+    return mask
+
+
+def make_features(
+    channels: list[int], batch: int, kind: str, size: tuple[int, int] = (4, 4), seed: int = 0
+) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    shape = () if kind == "vector" else size
+    return [torch.randn(batch, c, *shape, generator=gen) for c in channels]
+
+
+def expected_width(name: str, channels: list[int]) -> int:
+    c, m = max(channels), len(channels)
+    return {"concat": sum(channels), "hemis": 2 * c}.get(name, m * c)
+
+
+def perturb_absent(features: list[torch.Tensor], mask: torch.Tensor, value: float | None = None):
+    """Absent modalities' inputs replaced by large noise (or a constant such as nan)."""
+    out = []
+    for i, x in enumerate(features):
+        absent = (mask[:, i] == 0).view(-1, *[1] * (x.ndim - 1))
+        noise = torch.randn_like(x) * 1e3 if value is None else torch.full_like(x, value)
+        out.append(torch.where(absent, noise, x))
+    return out
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("m", [2, 3, 6])
+@pytest.mark.parametrize("name", NAMES)
+def test_shapes_and_finite(name: str, m: int, kind: str) -> None:
+    torch.manual_seed(0)
+    channels = [8] * m
+    fusion = build_fusion(name, channels, NUM_CLASSES)
+    mask = make_mask(8, m)
+    out = fusion(make_features(channels, 8, kind), mask)
+    spatial = () if kind == "vector" else (4, 4)
+    assert fusion.out_channels == expected_width(name, channels)
+    assert out.shape == (8, fusion.out_channels, *spatial)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("train", [False, True])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", NAMES)
+def test_invariant_to_absent_inputs(name: str, kind: str, train: bool) -> None:
+    torch.manual_seed(0)
+    channels = [8, 16, 4]
+    fusion = build_fusion(name, channels, NUM_CLASSES, aux=True).train(train)
+    mask = make_mask(6, 3)
+    features = make_features(channels, 6, kind)
+    noisy = perturb_absent(features, mask)
+    with torch.set_grad_enabled(train):  # eval + no_grad also covers the transformer fast path
+        reference = fusion(features, mask)
+        perturbed = fusion(noisy, mask)
+    assert torch.allclose(reference, perturbed, rtol=0.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "concat"])
+def test_non_finite_absent_inputs_are_ignored(name: str) -> None:
+    torch.manual_seed(0)
+    fusion = build_fusion(name, [8, 8, 8], NUM_CLASSES).eval()
+    mask = make_mask(5, 3)
+    features = make_features([8, 8, 8], 5, "map")
+    reference = fusion(features, mask)
+    assert torch.equal(reference, fusion(perturb_absent(features, mask, float("nan")), mask))
+
+
+MODALITY_PARAMETERS = {  # parameters that belong to modality 2 alone
+    "hemis": r"project\.projections\.2\.",
+    "lcr": r"(project\.projections|estimators)\.2\.",
+    "rfnet": r"project\.projections\.2\.",
+    "mmformer": r"(tokens|intra)\.2\.|modality_embedding",
+}
+
+
+@pytest.mark.parametrize("name", list(MODALITY_PARAMETERS))
+def test_absent_modality_parameters_are_ignored(name: str) -> None:
+    """Stronger than input noise: an absent modality's own parameters (bias, embedding,
+    estimator, intra-modal layer) cannot reach the output either, e.g. mmFormer's
+    inter-modal attention must hide the absent tokens."""
+    torch.manual_seed(0)
+    channels = [8, 16, 4]
+    fusion = build_fusion(name, channels, NUM_CLASSES).eval()
+    mask = make_mask(6, 3)
+    features = make_features(channels, 6, "map")
+    keep = mask[:, 2] == 0
+    assert keep.any()
+    with torch.no_grad():
+        reference = fusion(features, mask)
+        for key, param in fusion.named_parameters():
+            if re.match(MODALITY_PARAMETERS[name], key):
+                noise = torch.randn_like(param) * 10
+                if key == "modality_embedding":
+                    param[2] += noise[2]
+                else:
+                    param += noise
+        perturbed = fusion(features, mask)
+    assert not torch.allclose(reference[~keep], perturbed[~keep])  # the noise did something
+    assert torch.allclose(reference[keep], perturbed[keep], rtol=0.0, atol=1e-5)
+
+
+def test_unknown_name() -> None:
+    with pytest.raises(ValueError, match=r"'nope'.*concat.*hemis.*lcr.*rfnet.*mmformer"):
+        build_fusion("nope", [8, 8], NUM_CLASSES)
+
+
+def test_concat_masks_and_keeps_no_argument_constructor() -> None:
+    features = make_features([3, 5], 4, "map")
+    mask = make_mask(4, 2)
+    fusion = ConcatFusion()
+    out = fusion(features, mask)
+    assert fusion.out_channels == 8 and ConcatFusion([3, 5]).out_channels == 8
+    assert torch.equal(out[:, :3], features[0] * mask[:, 0, None, None, None])
+    assert torch.equal(out[:, 3:], features[1] * mask[:, 1, None, None, None])
+
+
+def test_hemis_hand_computation() -> None:
+    fusion = build_fusion("hemis", [1, 1, 1], NUM_CLASSES)
+    values = torch.tensor([[2.0, 5.0, 7.0], [1.0, 4.0, 10.0], [1.0, 2.0, 6.0]])
+    mask = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [1.0, 1.0, 1.0]])
+    out = fusion([values[:, i : i + 1] for i in range(3)], mask)
+    # one present: mean 5, var 0; {1, 10}: mean 5.5, var (4.5² + 4.5²) / 1 = 40.5;
+    # {1, 2, 6}: mean 3, var (4 + 1 + 9) / 2 = 7
+    expected = torch.tensor([[5.0, 0.0], [5.5, 40.5], [3.0, 7.0]])
+    assert torch.allclose(out, expected)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_differing_widths_are_projected(name: str) -> None:
+    channels = [8, 16, 4]
+    fusion = build_fusion(name, channels, NUM_CLASSES)
+    out = fusion(make_features(channels, 4, "map"), make_mask(4, 3))
+    assert out.shape == (4, expected_width(name, channels), 4, 4)
+    if name == "concat":
+        return
+    if name == "mmformer":  # its per-modality token projection takes c_i to d
+        assert [t.in_features for t in fusion.tokens] == channels
+        assert {t.out_features for t in fusion.tokens} == {16}
+        return
+    convs = fusion.project.projections
+    assert [p.in_channels for p in convs] == channels
+    assert {p.out_channels for p in convs} == {16} and {p.kernel_size for p in convs} == {(1, 1)}
+    assert build_fusion(name, [8, 8, 8], NUM_CLASSES).project.projections is None
+
+
+def test_lcr_missing_modality_replaced_by_latent_estimate() -> None:
+    m, c = 3, 2
+    fusion = build_fusion("lcr", [c] * m, NUM_CLASSES)
+    coeff = {}  # (j, i) -> (a, β), α = 1 + a
+    for j, estimator in enumerate(fusion.estimators):
+        last = estimator.mlp[2]
+        torch.nn.init.zeros_(last.weight)
+        bias = last.bias.detach().view(m - 1, 2, c)
+        for slot, i in enumerate(t for t in range(m) if t != j):
+            coeff[j, i] = (j + 0.1 * i, 10.0 * j + i)
+            bias[slot, 0], bias[slot, 1] = coeff[j, i]
+    maps = make_features([c] * m, 4, "map", size=(2, 3))
+    mask = torch.tensor([[1.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    present = mask > 0
+    with torch.no_grad():
+        completed = fusion.complete(fusion.project(maps, present), present)
+    for n in range(4):
+        for i in range(m):
+            if present[n, i]:
+                expected = maps[i][n]
+            else:
+                sources = [j for j in range(m) if j != i and present[n, j]]
+                estimates = [(1 + coeff[j, i][0]) * maps[j][n] + coeff[j, i][1] for j in sources]
+                expected = torch.stack(estimates).mean(0)
+            assert torch.allclose(completed[i][n], expected, atol=1e-5), (n, i)
+
+
+def test_lcr_initial_latent_is_mean_of_present_others() -> None:
+    fusion = build_fusion("lcr", [4, 4, 4], NUM_CLASSES)
+    maps = make_features([4, 4, 4], 1, "map")
+    present = torch.tensor([[True, False, True]])
+    completed = fusion.complete(fusion.project(maps, present), present)
+    assert torch.allclose(completed[1], (maps[0] + maps[2]) / 2)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_rfnet_region_weights_and_probabilities(kind: str) -> None:
+    torch.manual_seed(0)
+    fusion = build_fusion("rfnet", [8, 8, 8, 8], NUM_CLASSES, regions=3)
+    mask = make_mask(6, 4)
+    fusion(make_features([8] * 4, 6, kind), mask)
+    weights, prob = fusion.last_weights, fusion.last_probabilities
+    assert weights.shape == (6, 3, 4) and prob.shape[:2] == (6, 3)
+    assert torch.allclose(weights.sum(dim=2), torch.ones(6, 3))
+    assert (weights[(mask == 0)[:, None, :].expand_as(weights)] == 0).all()
+    assert torch.allclose(prob.sum(dim=1), torch.ones(6, *prob.shape[2:]))
+
+
+def test_mmformer_sample_independent_in_eval() -> None:
+    torch.manual_seed(0)
+    fusion = build_fusion("mmformer", [8, 8, 8], NUM_CLASSES).eval()
+    mask = make_mask(5, 3)
+    features = make_features([8, 8, 8], 5, "map", size=(3, 4))
+    with torch.no_grad():
+        batched = fusion(features, mask)
+        for n in range(5):
+            alone = fusion([x[n : n + 1] for x in features], mask[n : n + 1])
+            assert torch.allclose(batched[n : n + 1], alone, atol=1e-5)
+        other = fusion(make_features([8, 8, 8], 2, "map", size=(5, 2)), make_mask(2, 3))
+    assert other.shape == (2, 24, 5, 2)
+
+
+def test_sinusoidal_encoding() -> None:
+    pe = sinusoidal_2d(2, 3, 8, torch.device("cpu"), torch.float32)
+    assert pe.shape == (6, 8)
+    assert torch.equal(pe[0], torch.tensor([0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0]))
+    assert torch.allclose(pe[4, :2], torch.sin(torch.tensor([1.0, 0.01])))  # y = 1, x = 1
+    assert sinusoidal_2d(1, 1, 6, torch.device("cpu"), torch.float32).shape == (1, 6)
+
+
+def seg_labels(batch: int) -> torch.Tensor:
+    labels = torch.randint(0, NUM_CLASSES, (batch, 8, 8), generator=torch.Generator())
+    labels[:, :2] = 255
+    labels[0] = 255  # a sample with every pixel ignored
+    return labels
+
+
+@pytest.mark.parametrize("labels_kind", ["class", "segmentation"])
+@pytest.mark.parametrize("name", ["rfnet", "mmformer"])
+def test_auxiliary_loss(name: str, labels_kind: str) -> None:
+    torch.manual_seed(0)
+    fusion = build_fusion(name, [8, 16, 8], NUM_CLASSES, aux=True, regions=NUM_CLASSES)
+    mask = make_mask(6, 3)
+    mask[:, 2] = 0.0  # a modality present in no sample is skipped
+    mask[mask.sum(1) == 0, 0] = 1.0
+    labels = torch.randint(0, NUM_CLASSES, (6,)) if labels_kind == "class" else seg_labels(6)
+    fusion(make_features([8, 16, 8], 6, "map"), mask)
+    loss = fusion.auxiliary_loss(labels, ignore_index=255)
+    assert loss is not None and loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    assert fusion.head.weight.grad is not None and fusion.head.weight.grad.abs().sum() > 0
+    assert fusion.auxiliary_loss(labels) is None  # cleared
+    if name == "rfnet":  # region deep supervision only for segmentation labels with K == k
+        region_grad = fusion.generator[2].weight.grad
+        assert (region_grad is not None) == (labels_kind == "segmentation")
+    fusion.eval()
+    fusion(make_features([8, 16, 8], 6, "map"), mask)
+    assert fusion.auxiliary_loss(labels) is None
+
+
+@pytest.mark.parametrize("name", ["rfnet", "mmformer"])
+def test_auxiliary_loss_vectors_and_off(name: str) -> None:
+    mask = make_mask(4, 2)
+    features = make_features([8, 8], 4, "vector")
+    labels = torch.randint(0, NUM_CLASSES, (4,))
+    fusion = build_fusion(name, [8, 8], NUM_CLASSES, aux=True)
+    fusion(features, mask)
+    assert torch.isfinite(fusion.auxiliary_loss(labels))
+    off = build_fusion(name, [8, 8], NUM_CLASSES)
+    off(features, mask)
+    assert off.auxiliary_loss(labels) is None
+
+
+def test_modality_losses_match_hand_computation() -> None:
+    torch.manual_seed(0)
+    logits = [torch.randn(4, NUM_CLASSES, 2, 2) for _ in range(3)]
+    mask = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    labels = torch.randint(0, NUM_CLASSES, (4,))
+    expected = sum(
+        F.cross_entropy(x[mask[:, i] > 0].mean((2, 3)), labels[mask[:, i] > 0])
+        for i, x in enumerate(logits[:2])
+    )
+    assert torch.allclose(modality_losses(logits, mask, labels, None), expected)
+    seg = seg_labels(4)
+    up = [F.interpolate(x, size=(8, 8), mode="bilinear", align_corners=False) for x in logits]
+    expected = sum(
+        F.cross_entropy(x[mask[:, i] > 0], seg[mask[:, i] > 0], ignore_index=255)
+        for i, x in enumerate(up[:2])
+    )
+    assert torch.allclose(modality_losses(logits, mask, seg, 255), expected)
