@@ -219,3 +219,16 @@ def test_compare_writes_tables_figures_and_provenance_and_reuses_runs(tmp_path, 
     stamp = (out / "seed-1" / "hemis" / "results_test.json").stat().st_mtime_ns
     assert main([*args, *short, "--no-figures"]) == 0  # everything is reused
     assert (out / "seed-1" / "hemis" / "results_test.json").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+def test_compare_in_parallel_processes_equals_the_sequential_comparison(tmp_path):
+    short = [a for a in fast_overrides(tmp_path) if not a.startswith("out=")]
+    short += ["data.modalities=[fou,kar]", "optim.epochs=2", "threads=1"]
+    results = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"jobs{jobs}"
+        args = ["compare", "--methods", "customized,hemis,sf_mad", "--out", str(out)]
+        assert main([*args, "--jobs", str(jobs), "--no-figures", "--no-progress", *short]) == 0
+        results[jobs] = json.loads((out / "results.json").read_text())["methods"]
+    assert results[1] == results[2]

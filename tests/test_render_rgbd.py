@@ -122,6 +122,18 @@ def test_the_val_split_is_held_out_and_leaves_train_and_test_unchanged(dataset, 
     assert not val_rgb & train_rgb
 
 
+def test_the_rendered_bundle_validates_on_the_held_out_split(tmp_path):
+    from mmanet.config import DataConfig
+    from mmanet.data import build_data
+
+    cached_dataset(tmp_path, **SMALL)  # what build_data reads: the default counts differ
+    root = next(tmp_path.iterdir())
+    bundle = build_data(DataConfig(name="rendered", root=str(root), size=[24, 32]))
+    assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (8, 3, 4)
+    val_rgb = (root / "val" / "rgb" / "0000.png").read_bytes()
+    assert val_rgb != (root / "test" / "rgb" / "0000.png").read_bytes()
+
+
 def test_cache_is_reused_when_the_record_matches(tmp_path, monkeypatch):
     first = cached_dataset(tmp_path, seed=3, **SMALL)
 

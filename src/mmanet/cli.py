@@ -105,6 +105,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         split=args.split,
         progress=not args.no_progress,
         figures=not args.no_figures,
+        jobs=args.jobs,
     )
     metric = summary["metric"]
     print(f"\n{metric} (%) on the {args.split} split, {len(summary['seeds'])} seed(s):\n")
@@ -180,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", help="output folder (default runs/compare_<task>)")
     compare.add_argument("--split", default="test", choices=["val", "test"])
     compare.add_argument("--no-figures", action="store_true", help="tables only")
+    compare.add_argument(
+        "--jobs", type=int, default=1, help="runs trained at a time, each in its own process"
+    )
     compare.add_argument("--no-progress", action="store_true", help="no progress bars")
     compare.add_argument("overrides", nargs="*", help=_overrides_help())
     compare.set_defaults(func=cmd_compare)

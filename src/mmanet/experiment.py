@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import multiprocessing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -164,13 +165,18 @@ def compare(
     metric: str | None = None,
     progress: bool = True,
     figures: bool = False,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Train the teacher (when a method distils) and every method for every seed, reusing
     finished runs; write ``results.json`` and ``results.md`` (and the figures) in ``out``.
 
     ``metric`` defaults to the task's: error (classification), ACER (anti-spoofing) or
     mIoU (segmentation). Each column records the config and code version it came from.
+    ``jobs > 1`` trains that many runs at a time in separate processes (set ``threads``
+    so that jobs × threads does not exceed the cores).
     """
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     out = Path(out)
     overrides = dict(overrides or {})
     base = build_config(config_path, overrides)
@@ -183,6 +189,19 @@ def compare(
     }
     distils = any(c.method.distill != "none" for c in configs.values())
     needs_teacher = "teacher" in methods or distils
+    if jobs > 1:  # train in parallel processes; the loop below then reads the results
+        shared = (out, config_path, overrides, data, split)
+        first = [("teacher", seed, None) for seed in seeds] if needs_teacher else []
+        names = Modalities(data.modalities)
+        combinations = [names.mask_name(mask) for mask in names.combinations]
+        rest = [
+            (method, seed, combination)
+            for seed in seeds
+            for method in methods
+            if method != "teacher"
+            for combination in (combinations if method == "customized" else [None])
+        ]
+        run_in_processes([first, rest], shared, jobs)
     reports: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     for seed in seeds:
         teacher_dir = out / f"seed-{seed}" / "teacher"
@@ -223,6 +242,32 @@ def compare(
         atomic_write_json(out / "results.json", summary)
         write_tables(summary, out / "results.md")
     return summary
+
+
+_worker: dict[str, Any] = {}
+
+
+def _init_worker(shared: tuple) -> None:
+    _worker["shared"] = shared
+
+
+def _run_job(job: tuple[str, int, str | None]) -> None:
+    out, config_path, overrides, data, split = _worker["shared"]
+    method, seed, combination = job
+    teacher_dir = None if method in ("teacher", "customized") else out / f"seed-{seed}" / "teacher"
+    run_method(
+        method, seed, out, config_path, overrides, data, teacher_dir, split, False, combination
+    )
+
+
+def run_in_processes(phases: Sequence[Sequence[tuple]], shared: tuple, jobs: int) -> None:
+    """Run the jobs of each phase in a pool of ``jobs`` spawned processes, phase after phase
+    (the teachers before the students that distil from them)."""
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding threads
+    with context.Pool(jobs, initializer=_init_worker, initargs=(shared,)) as pool:
+        for phase in phases:
+            for _ in pool.imap_unordered(_run_job, phase):
+                pass
 
 
 def column_record(

@@ -288,7 +288,11 @@ class Trainer:
             disable=not cfg.progress,
             dynamic_ncols=True,
         )
+        # Without dropout the mask is fixed: absent modalities' encoders need not run.
+        present = [n for n, bit in zip(names, self.fixed_mask[0].tolist(), strict=True) if bit]
         for step, (inputs, labels) in enumerate(bar):
+            if not cfg.method.dropout and self.teacher is None:
+                inputs = {k: inputs[k] for k in present}
             inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
             labels = labels.to(self.device, non_blocking=True)
             if cfg.method.dropout:
