@@ -21,8 +21,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = build_config(args.config, args.overrides)
     if config.method.name == "customized" and config.method.combination is None:
         return _train_customized(args, config)
-    report = Trainer(config).fit(resume=args.resume)
-    if report is not None:
+    from mmanet.engine import distributed
+
+    try:
+        report = Trainer(config).fit(resume=args.resume, stop_after=args.stop_after)
+    finally:
+        distributed.shutdown()  # torchrun: leave the process group together
+    if report is not None and distributed.rank_from_env() == 0:
         _print_report(report, config.data.bona_fide_class is not None)
         print(f"results: {Path(config.out) / 'results_test.json'}")
     return 0
@@ -135,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train one method (teacher, sf_md, ..., mmanet)")
     train.add_argument("--config", help="YAML config file")
     train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    train.add_argument(
+        "--stop-after", type=int, metavar="EPOCH", help="stop after this epoch (resume later)"
+    )
     train.add_argument("overrides", nargs="*", help=_overrides_help())
     train.set_defaults(func=cmd_train)
 

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mmanet.config import Config
 from mmanet.data import DataBundle
+from mmanet.engine import distributed
 from mmanet.engine.loader import make_loader
 from mmanet.metrics import (
     binary_confusion,
@@ -35,7 +36,8 @@ def combination_confusions(
     """(c, k, k) confusion matrices, one per mask; each encoder runs once per batch.
 
     Labels may be per sample (b,) or per pixel (b, h, w); pixels labelled
-    ``ignore_index`` are left out.
+    ``ignore_index`` are left out. Under data parallelism every process passes the loader
+    of its own shard and gets the sum over all processes.
     """
     was_training = model.training
     model.eval()
@@ -53,7 +55,7 @@ def combination_confusions(
             else:
                 total[i] += confusion_matrix(predictions[i][valid], labels[valid], num_classes)
     model.train(was_training)
-    return total.cpu()
+    return distributed.all_reduce_sum(total).cpu()
 
 
 @torch.no_grad()
@@ -63,7 +65,8 @@ def combination_scores(
     masks: Sequence[Mask],
     device: torch.device | str = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class probabilities (c, n, k) for every mask and the labels (n,), one encoder pass."""
+    """Class probabilities (c, n, k) for every mask and the labels (n,), one encoder pass
+    (under data parallelism: of every process's shard, concatenated)."""
     was_training = model.training
     model.eval()
     mask_tensor = torch.tensor(masks, dtype=torch.float32, device=device)
@@ -74,7 +77,8 @@ def combination_scores(
         scores.append(logits.float().softmax(dim=2).cpu())
         labels.append(batch_labels)
     model.train(was_training)
-    return torch.cat(scores, dim=1), torch.cat(labels)
+    scores_all = distributed.all_gather_cat(torch.cat(scores, dim=1), dim=1)
+    return scores_all, distributed.all_gather_cat(torch.cat(labels))
 
 
 def equal_error_thresholds(
@@ -159,7 +163,8 @@ def evaluate_split(
     """Every combination on ``split`` of ``data``, with the config's decision threshold."""
 
     def loader(dataset: Dataset) -> DataLoader:
-        return make_loader(dataset, config.data.eval_batch_size, config.data.num_workers)
+        shard = distributed.shard(dataset)  # every process its part; the counts are summed
+        return make_loader(shard, config.data.eval_batch_size, config.data.num_workers)
 
     bona_fide = config.data.bona_fide_class
     thresholds: float | dict[str, float] = 0.5

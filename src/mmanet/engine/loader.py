@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mmanet.data import collate
 
@@ -15,11 +15,13 @@ def make_loader(
     shuffle: bool = False,
     generator: torch.Generator | None = None,
     drop_last: bool = False,
+    sampler: Sampler | None = None,
 ) -> DataLoader:
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
+        sampler=sampler,
         generator=generator,
         drop_last=drop_last,
         num_workers=num_workers,

@@ -6,6 +6,7 @@ configuration (``method.distill``, ``method.regularize``), not a different loop.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from collections import defaultdict
@@ -15,11 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from mmanet.config import Config, ConfigError, save_config, to_dict
 from mmanet.data import DataBundle, build_data
+from mmanet.engine import distributed
 from mmanet.engine.checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -72,13 +76,26 @@ def load_network(
     return model
 
 
+class _StudentStep(nn.Module):
+    """The trainer's student step as a module, for DistributedDataParallel to wrap."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        super().__init__()
+        self.model = trainer.model  # the parameters DDP synchronises
+        self._step = trainer.training_step  # not a module attribute: the teacher stays out
+
+    def forward(self, *args: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        return self._step(*args)
+
+
 class Trainer:
     """Trains one method on one dataset into ``config.out``; resumable at epoch boundaries."""
 
     def __init__(self, config: Config, data: DataBundle | None = None) -> None:
         self.cfg = config
         self.run_dir = Path(config.out)
-        self.device = resolve_device(config.device)
+        self.device = distributed.setup(resolve_device(config.device))
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
         if config.threads > 0:
             torch.set_num_threads(config.threads)
         self.data = data if data is not None else build_data(config.data)
@@ -100,19 +117,26 @@ class Trainer:
             reg_head=method.regularize != "none",
         ).to(self.device)
         self.teacher = self._load_teacher() if method.distill != "none" else None
-        self.mask_generator = torch.Generator().manual_seed(config.seed + 1)
+        # each process draws its own masks; rank 0 draws the single-process ones
+        self.mask_generator = torch.Generator().manual_seed(config.seed + 1 + 7919 * self.rank)
         self.data_generator = torch.Generator().manual_seed(config.seed + 2)
         self.sampler = self._mask_sampler(m)
         self.fixed_mask = torch.tensor(
             self._fixed_mask(m), dtype=torch.float32, device=self.device
         ).unsqueeze(0)
+        self.train_sampler = (
+            DistributedSampler(self.data.train, shuffle=True, seed=config.seed, drop_last=True)
+            if distributed.active()
+            else None
+        )
         self.train_loader = make_loader(
             self.data.train,
-            config.data.batch_size,
+            config.data.batch_size,  # per process
             config.data.num_workers,
-            shuffle=True,
+            shuffle=self.train_sampler is None,
             generator=self.data_generator,
-            drop_last=len(self.data.train) > config.data.batch_size,
+            drop_last=len(self.data.train) > config.data.batch_size * self.world_size,
+            sampler=self.train_sampler,
         )
         self.class_weights = self._class_weights()
         self.optimizer = build_optimizer(self.model, config.optim)
@@ -126,6 +150,15 @@ class Trainer:
         )
         self.epoch = 0
         self.logger: RunLogger | None = None
+        # Under data parallelism the whole student step runs inside DistributedDataParallel
+        # (its loss is the output, so parameters a step leaves unused — the regularization
+        # head without Ω samples, auxiliary heads — are found and skipped); the teacher
+        # stays outside, frozen.
+        self.step = (
+            DistributedDataParallel(_StudentStep(self), find_unused_parameters=True)
+            if distributed.active()
+            else self.training_step
+        )
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -194,22 +227,29 @@ class Trainer:
     # -- state ----------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        np_state = np.random.get_state()
+        """Optimizer, scheduler, miner and random state; under data parallelism the random
+        state of every process (``rng_ranks``), gathered — so every process calls this."""
+        rng = self._rng_state()
         return {
             "epoch": self.epoch,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "miner": self.miner.state_dict() if self.miner else None,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "mask": self.mask_generator.get_state(),
-                "data": self.data_generator.get_state(),
-                "python": list(random.getstate()[1]),
-                "python_gauss": random.getstate()[2],
-                "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
-                "numpy_pos": int(np_state[2]),
-            },
+            "rng": rng,
+            "rng_ranks": distributed.all_gather_object(rng) if distributed.active() else None,
+        }
+
+    def _rng_state(self) -> dict[str, Any]:
+        np_state = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "mask": self.mask_generator.get_state(),
+            "data": self.data_generator.get_state(),
+            "python": list(random.getstate()[1]),
+            "python_gauss": random.getstate()[2],
+            "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
+            "numpy_pos": int(np_state[2]),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -218,7 +258,13 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.miner is not None and state["miner"] is not None:
             self.miner.load_state_dict(state["miner"])
-        rng = state["rng"]
+        ranks = state.get("rng_ranks")
+        if ranks and len(ranks) != self.world_size:
+            raise CheckpointError(
+                f"{self.run_dir}: the checkpoint was written by {len(ranks)} processes, "
+                f"this run has {self.world_size}; resume with the same number"
+            )
+        rng = ranks[self.rank] if ranks else state["rng"]
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
@@ -227,10 +273,16 @@ class Trainer:
         random.setstate((3, tuple(rng["python"]), rng["python_gauss"]))
         np.random.set_state(("MT19937", rng["numpy"].numpy().astype(np.uint32), rng["numpy_pos"]))
 
-    def save(self) -> Path:
-        return save_checkpoint(
-            self.run_dir, self.epoch, self.model.state_dict(), self.state_dict(), self.meta()
-        )
+    def save(self) -> Path | None:
+        """Write a checkpoint (rank 0; every process must call this under data parallelism)."""
+        state = self.state_dict()
+        path = None
+        if distributed.is_main():
+            path = save_checkpoint(
+                self.run_dir, self.epoch, self.model.state_dict(), state, self.meta()
+            )
+        distributed.barrier()  # nobody resumes or moves on before the checkpoint is whole
+        return path
 
     def resume(self) -> bool:
         """Continue from the latest complete checkpoint of the run, if there is one."""
@@ -248,23 +300,29 @@ class Trainer:
 
         Returns the test results once training is complete, else None.
         """
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(self.cfg, self.run_dir / "config.yaml")
-        self.logger = RunLogger(self.run_dir, self.cfg.tensorboard)
-        if resume and self.resume():
+        main = distributed.is_main()
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.run_dir / "config.yaml")
+            self.logger = RunLogger(self.run_dir, self.cfg.tensorboard)
+        distributed.barrier()
+        if resume and self.resume() and self.logger is not None:
             self.logger.resume(self.epoch)
         try:
             for epoch in range(self.epoch + 1, self.cfg.optim.epochs + 1):
                 self.epoch = epoch
                 row = self.train_epoch(epoch)
+                distributed.broadcast_buffers(self.model)
                 if self.miner is not None and self.miner.needs_mining(epoch):
                     row.update(self.mine(epoch))
-                self.logger.log(row)
+                if self.logger is not None:
+                    self.logger.log(row)
                 self.save()
                 if stop_after is not None and epoch >= stop_after:
                     break
         finally:
-            self.logger.close()
+            if self.logger is not None:
+                self.logger.close()
         if self.epoch < self.cfg.optim.epochs:
             return None
         return self.test()
@@ -280,12 +338,14 @@ class Trainer:
         counts: dict[str, int] = defaultdict(int)
         correct = torch.zeros(2**m, device=self.device)  # summed per-sample accuracies
         seen = torch.zeros(2**m, device=self.device)
+        if self.train_sampler is not None:
+            self.train_sampler.set_epoch(epoch)
         start = time.perf_counter()
         bar = tqdm(
             self.train_loader,
             desc=f"{cfg.method.name} epoch {epoch}/{cfg.optim.epochs}",
             leave=False,
-            disable=not cfg.progress,
+            disable=not cfg.progress or not distributed.is_main(),
             dynamic_ncols=True,
         )
         # Without dropout the mask is fixed: absent modalities' encoders need not run.
@@ -299,7 +359,7 @@ class Trainer:
                 mask = self.sampler.sample(len(labels), self.mask_generator).to(self.device)
             else:
                 mask = self.fixed_mask.expand(len(labels), -1)
-            loss, terms, logits = self.training_step(inputs, labels, mask, omega)
+            loss, terms, logits = self.step(inputs, labels, mask, omega)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -445,7 +505,8 @@ class Trainer:
             )
         if self.miner.omega is not None:
             row["omega"] = ";".join(names.mask_name(mask) for mask in self.miner.omega)
-        atomic_write_json(self.run_dir / "miner.json", self.miner_summary())
+        if distributed.is_main():
+            atomic_write_json(self.run_dir / "miner.json", self.miner_summary())
         return row
 
     # -- evaluation -----------------------------------------------------------------------
@@ -464,6 +525,10 @@ class Trainer:
             report["trained_on"] = self.cfg.method.combination
         if self.miner is not None:
             report["omega"] = self.miner_summary()["omega"]
+        if distributed.active():
+            report["distributed"] = self._check_ranks_agree()
+        if not distributed.is_main():
+            return report
         if self.data.task == "segmentation" and split == "test":
             self.save_prediction_panels()
         if self.data.skipped:
@@ -474,6 +539,17 @@ class Trainer:
             )
         atomic_write_json(self.run_dir / f"results_{split}.json", report)
         return report
+
+    def _check_ranks_agree(self) -> dict[str, Any]:
+        """Every process's Ω and weight digest; an error if the processes have diverged."""
+        digest = hashlib.sha256()
+        for value in self.model.state_dict().values():
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+        omega = self.miner_summary()["omega"] if self.miner is not None else None
+        ranks = distributed.all_gather_object({"omega": omega, "weights": digest.hexdigest()})
+        if any(r != ranks[0] for r in ranks):
+            raise RuntimeError(f"data-parallel processes diverged: {ranks}")
+        return {"world_size": self.world_size, "ranks": ranks}
 
     @torch.no_grad()
     def save_prediction_panels(self, count: int = 3) -> None:
@@ -502,4 +578,7 @@ class Trainer:
             )
 
     def _eval_loader(self, dataset: Dataset) -> DataLoader:
-        return make_loader(dataset, self.cfg.data.eval_batch_size, self.cfg.data.num_workers)
+        """This process's shard of ``dataset`` (all of it without data parallelism)."""
+        return make_loader(
+            distributed.shard(dataset), self.cfg.data.eval_batch_size, self.cfg.data.num_workers
+        )
