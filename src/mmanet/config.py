@@ -153,6 +153,10 @@ class Config:
     threshold: float | Literal["val_eer"] = 0.5
     progress: bool = True
     tensorboard: bool = True  # when the tensorboard package is installed
+    # Mixed precision: autocast to bf16 / fp16 (fp16 with a gradient scaler); MAD and the
+    # miner reduce in fp32 whatever this says. channels_last: NHWC convolutions.
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False
 
 
 # The paper's methods (SPEC §6 ablations) as switch settings of the one training loop.

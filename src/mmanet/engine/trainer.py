@@ -76,6 +76,10 @@ def load_network(
     return model
 
 
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
+
+
 class _StudentStep(nn.Module):
     """The trainer's student step as a module, for DistributedDataParallel to wrap."""
 
@@ -150,6 +154,13 @@ class Trainer:
         )
         self.epoch = 0
         self.logger: RunLogger | None = None
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision)
+        self.autocast_dtype = dtype
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
+        if config.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+            if self.teacher is not None:
+                self.teacher.to(memory_format=torch.channels_last)
         # Under data parallelism the whole student step runs inside DistributedDataParallel
         # (its loss is the output, so parameters a step leaves unused — the regularization
         # head without Ω samples, auxiliary heads — are found and skipped); the teacher
@@ -161,6 +172,14 @@ class Trainer:
         )
 
     # -- set-up ---------------------------------------------------------------------------
+
+    def autocast(self) -> torch.autocast:
+        """Autocast to ``precision`` (a no-op for fp32)."""
+        return torch.autocast(
+            self.device.type,
+            dtype=self.autocast_dtype or torch.float32,
+            enabled=self.autocast_dtype is not None,
+        )
 
     def _load_teacher(self) -> UnifiedNetwork:
         source = self.cfg.method.teacher
@@ -234,6 +253,7 @@ class Trainer:
             "epoch": self.epoch,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "miner": self.miner.state_dict() if self.miner else None,
             "rng": rng,
             "rng_ranks": distributed.all_gather_object(rng) if distributed.active() else None,
@@ -256,6 +276,8 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         if self.miner is not None and state["miner"] is not None:
             self.miner.load_state_dict(state["miner"])
         ranks = state.get("rng_ranks")
@@ -359,10 +381,14 @@ class Trainer:
                 mask = self.sampler.sample(len(labels), self.mask_generator).to(self.device)
             else:
                 mask = self.fixed_mask.expand(len(labels), -1)
-            loss, terms, logits = self.step(inputs, labels, mask, omega)
+            if cfg.channels_last:
+                inputs = {k: _channels_last(v) for k, v in inputs.items()}
+            with self.autocast():
+                loss, terms, logits = self.step(inputs, labels, mask, omega)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             self.scheduler.step()
 
             for key, value in terms.items():
@@ -490,9 +516,15 @@ class Trainer:
         loader = self._eval_loader(dataset)
         m = len(self.data.modalities)
         masks = [full_mask(m), *drop_one_masks(m)]
-        confusions = combination_confusions(
-            self.model, loader, masks, self.data.num_classes, self.device, self.data.ignore_index
-        )
+        with self.autocast():
+            confusions = combination_confusions(
+                self.model,
+                loader,
+                masks,
+                self.data.num_classes,
+                self.device,
+                self.data.ignore_index,
+            )
         g = self.miner.update(epoch, confusions.sum(dim=1))  # predicted-label counts, (m+1, k)
         row: dict[str, Any] = {
             f"mar_g/{name}": float(value)
@@ -513,7 +545,8 @@ class Trainer:
 
     def test(self, split: str = "test") -> dict[str, Any]:
         """Evaluate every combination on ``split`` and write ``results_<split>.json``."""
-        results = evaluate_split(self.model, self.data, self.cfg, split, self.device)
+        with self.autocast():
+            results = evaluate_split(self.model, self.data, self.cfg, split, self.device)
         report = {
             "method": self.cfg.method.name,
             "split": split,
