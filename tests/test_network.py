@@ -92,3 +92,21 @@ def test_deployment_state_dict_excludes_the_regularization_head():
     keys = model.deployment_state_dict()
     assert not any(k.startswith("reg_head.") for k in keys)
     assert any(k.startswith("reg_head.") for k in model.state_dict())
+
+
+def test_factorised_concat_head_equals_explicit_fusion_for_every_mask():
+    from mmanet.config import ModelConfig
+    from mmanet.modality import all_masks
+    from mmanet.models import build_model
+
+    shapes = {f"v{i}": (5 + i,) for i in range(4)}
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(name="multiview"), list(shapes), shapes, 3, False).eval()
+    inputs = {k: torch.randn(7, *s) for k, s in shapes.items() if k != "v2"}  # v2 not given
+    masks = torch.tensor(all_masks(4), dtype=torch.float32)
+    encoded = net.encode(inputs)
+    with torch.no_grad():
+        fast = net.predict_masks(encoded, masks)
+        explicit = torch.stack([net.fuse(encoded, mask.expand(7, -1)).logits for mask in masks])
+    assert fast.shape == (15, 7, 3)
+    torch.testing.assert_close(fast, explicit, rtol=1e-5, atol=1e-5)

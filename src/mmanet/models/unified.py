@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mmanet.fusion.concat import ConcatFusion
 from mmanet.modality import Modalities
 
 
@@ -152,9 +153,18 @@ class UnifiedNetwork(nn.Module):
         """Logits for every mask in ``masks`` (c, m) from one encoder pass, shape (c, b, k, ...).
 
         The fusion and head run on the batch repeated once per mask, as many masks at a
-        time as fit in ``max_rows`` samples (large batches are slower on CPU).
+        time as fit in ``max_rows`` samples (large batches are slower on CPU). With
+        concatenation fusion and an MLP head the first layer is factorised per modality
+        (:meth:`mmanet.nn.MLPHead.concat_mask_logits`).
         """
         b = encoded.batch_size
+        concat_head = getattr(self.head, "concat_mask_logits", None)
+        if concat_head is not None and isinstance(self.fusion, ConcatFusion) and not self.training:
+            # concatenation + a linear first layer: one product per modality, not per mask
+            features = [f.reshape(b, -1) for f in encoded.features]
+            logits = concat_head(features, masks.to(features[0].device))
+            if logits is not None:
+                return logits
         chunk = max(1, max_rows // b)
         outputs = []
         for start in range(0, masks.shape[0], chunk):

@@ -105,3 +105,21 @@ class MLPHead(nn.Module):
     def forward(self, fused: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.trunk(fused)
         return features, self.classifier(features)
+
+    def concat_mask_logits(
+        self, features: Sequence[torch.Tensor], masks: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Logits (c, b, k) of the head on the mask-weighted concatenation of ``features``
+        for every mask (c, m), without building the concatenations: the first layer is
+        linear, W [m_1 f_1; …; m_m f_m] = Σ_i m_i (W_i f_i), so each modality's product
+        W_i f_i is computed once and the masks only weight and add them. None when the
+        trunk does not start with a linear layer (then the caller fuses explicitly)."""
+        if not self.trunk or not isinstance(self.trunk[0], nn.Linear):
+            return None
+        first = self.trunk[0]
+        weights = first.weight.split([f.shape[1] for f in features], dim=1)
+        partial = torch.stack([f @ w.T for f, w in zip(features, weights, strict=True)])
+        hidden = torch.einsum("cm,mbh->cbh", masks.to(partial.dtype), partial) + first.bias
+        c, b, h = hidden.shape
+        rest = self.trunk[1:]
+        return self.classifier(rest(hidden.reshape(c * b, h))).reshape(c, b, -1)
