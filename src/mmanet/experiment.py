@@ -177,6 +177,7 @@ def compare(
     """
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+    code_version()  # fixed now, when the code was imported, not after later edits
     out = Path(out)
     overrides = dict(overrides or {})
     base = build_config(config_path, overrides)
@@ -249,6 +250,7 @@ _worker: dict[str, Any] = {}
 
 def _init_worker(shared: tuple) -> None:
     _worker["shared"] = shared
+    code_version()  # as imported
 
 
 def _run_job(job: tuple[str, int, str | None]) -> None:

@@ -12,7 +12,8 @@ import mmanet
 @functools.cache
 def code_version() -> str:
     """``"0.1.0"``, or ``"0.1.0+g<commit>"`` (``".dirty"`` appended when tracked files
-    differ from the commit) when the package is imported from a git checkout."""
+    differ from the commit) when the package is imported from a git checkout. Computed
+    once per process, at the first call: the engine calls it when a run starts."""
     source = Path(mmanet.__file__).resolve().parent
 
     def git(*args: str) -> str:

@@ -98,6 +98,7 @@ class Trainer:
     def __init__(self, config: Config, data: DataBundle | None = None) -> None:
         self.cfg = config
         self.run_dir = Path(config.out)
+        code_version()  # recorded as of the start of the run (cached)
         self.device = distributed.setup(resolve_device(config.device))
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
         if config.threads > 0:
