@@ -1,4 +1,4 @@
-"""The ``mmanet`` command: train, evaluate, demo, compare."""
+"""The ``mmanet`` command: train, evaluate, demo, compare, export."""
 
 from __future__ import annotations
 
@@ -120,6 +120,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from mmanet.export import export_onnx, onnx_summary
+
+    out = Path(args.out or Path(args.checkpoint) / "model.onnx")
+    sidecar = export_onnx(args.checkpoint, out, opset=args.opset)
+    print(onnx_summary(sidecar))
+    print(f"written: {out}, {out.name}.json")
+    return 0
+
+
 def _print_report(report: dict, binary: bool) -> None:
     from mmanet.report import metrics_table
 
@@ -195,6 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--no-progress", action="store_true", help="no progress bars")
     compare.add_argument("overrides", nargs="*", help=_overrides_help())
     compare.set_defaults(func=cmd_compare)
+
+    export = sub.add_parser("export", help="export the deployment network (ONNX)")
+    export.add_argument("--checkpoint", required=True, help="run or checkpoint folder")
+    export.add_argument("--format", default="onnx", choices=["onnx"])
+    export.add_argument("--out", help="output file (default <checkpoint>/model.onnx)")
+    export.add_argument("--opset", type=int, default=17)
+    export.set_defaults(func=cmd_export)
     demo.set_defaults(func=cmd_demo)
     return parser
 

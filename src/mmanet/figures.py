@@ -80,7 +80,11 @@ def bar_chart(summary: Mapping[str, Any], path: Path) -> Path:
     ax.set_xticklabels([label for label, _ in groups], rotation=30, ha="right", fontsize=8)
     better = "lower" if metric in LOWER_IS_BETTER else "higher"
     ax.set_ylabel(f"{metric} (%), {better} is better")
-    ax.set_title(f"{summary['split']} split, seeds {', '.join(map(str, summary['seeds']))}")
+    seeds = summary["seeds"]
+    ax.set_title(
+        f"{summary['split']} split, seed{'s' if len(seeds) > 1 else ''} "
+        f"{', '.join(map(str, seeds))}" + (" (mean ± std)" if len(seeds) > 1 else "")
+    )
     ax.legend(fontsize=7, ncol=min(4, len(methods)))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -166,6 +170,7 @@ def warmup_figure(run: Path, path: Path, max_lines: int = 16) -> Path:
     """Paper Fig. 5 from MMANet's log: (a) training accuracy per combination over the
     warm-up epochs, (b) g per drop-one combination and its running average."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     rows = [row for row in read_log(run) if any(k.startswith("mar_g/") for k in row)]
     epochs = [row["epoch"] for row in rows]
@@ -187,9 +192,11 @@ def warmup_figure(run: Path, path: Path, max_lines: int = 16) -> Path:
         (line,) = right.plot(epochs, values, linestyle="--", marker="o")
         right.plot(epochs, running, color=line.get_color(), label=f"without {key.split('/')[1]}")
     right.set_yscale("log")
+    for axis in (left, right):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     right.set_xlabel("warm-up epoch")
     right.set_ylabel("g (dashed) and its running mean (solid)")
-    right.set_title("(b) prediction discrepancy of the drop-one combinations")
+    right.set_title("(b) discrepancy g of the drop-one combinations")
     right.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

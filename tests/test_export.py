@@ -1,0 +1,63 @@
+"""ONNX export of the deployment network: one file for every combination, checked with
+onnxruntime against PyTorch."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+from conftest import fast_overrides
+from mmanet.cli import main
+from mmanet.config import build_config
+from mmanet.engine import Trainer
+from mmanet.export import load_deployment_network
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, mfeat):
+    """A short MMANet run of the classification demo (with its regularization head)."""
+    root = tmp_path_factory.mktemp("export")
+    teacher = root / "teacher"
+    short = {"optim.epochs": 3, "method.mar.warmup_epochs": 1}
+    config = build_config(
+        "configs/mfeat/demo.yaml", fast_overrides(teacher, **short, **{"method.name": "teacher"})
+    )
+    Trainer(config, mfeat).fit()
+    run = root / "mmanet"
+    extra = {**short, "method.name": "mmanet", "method.teacher": str(teacher)}
+    Trainer(build_config("configs/mfeat/demo.yaml", fast_overrides(run, **extra)), mfeat).fit()
+    return run
+
+
+def test_onnx_export_matches_pytorch_for_all_63_combinations(demo_run, mfeat, tmp_path, capsys):
+    out = tmp_path / "demo.onnx"
+    assert main(["export", "--checkpoint", str(demo_run), "--out", str(out)]) == 0
+    assert "63 combinations checked" in capsys.readouterr().out
+    sidecar = json.loads((tmp_path / "demo.onnx.json").read_text())
+    assert len(sidecar["max_abs_difference"]) == 63
+    assert max(sidecar["max_abs_difference"].values()) <= 1e-4
+    assert sidecar["mask"]["order"] == mfeat.modalities
+
+    # independently: real test samples, every combination, one session
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == [*mfeat.modalities, "mask"]
+    model, _ = load_deployment_network(demo_run)
+    assert not any(k.startswith("reg_head.") for k in model.state_dict())
+    views = {name: mfeat.test.views[name][:5] for name in mfeat.modalities}
+    masks = torch.tensor(model.modalities.combinations, dtype=torch.float32)
+    with torch.no_grad():
+        expected = model.predict_masks(model.encode(views), masks)  # (63, 5, 10)
+    for mask, reference in zip(masks, expected, strict=True):
+        feed = {name: v.numpy() for name, v in views.items()}
+        feed["mask"] = mask.expand(5, -1).numpy()
+        (logits,) = session.run(["logits"], feed)
+        np.testing.assert_allclose(logits, reference.numpy(), atol=1e-4, rtol=0)
+
+
+def test_export_of_a_missing_checkpoint_is_one_line(tmp_path, capsys):
+    assert main(["export", "--checkpoint", str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
