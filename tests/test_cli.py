@@ -191,6 +191,15 @@ def test_nyuv2_paper_configs_end_to_end_on_the_fixture(tmp_path, capsys):
     assert (student / "predictions" / "sample-0.png").is_file()
     log = [json.loads(line) for line in (student / "log.jsonl").read_text().splitlines()]
     assert any("loss_mad" in row for row in log) and any("loss_mar" in row for row in log)
+    png = tmp_path / "prediction.png"
+    rgb = next((root / "test" / "rgb").iterdir())
+    assert (
+        main(["predict", "--checkpoint", str(student), "--rgb", str(rgb), "--out", str(png)]) == 0
+    )
+    assert "modalities used: rgb; missing: depth" in capsys.readouterr().out
+    from PIL import Image
+
+    assert Image.open(png).size == (32, 24)
 
 
 @pytest.mark.slow

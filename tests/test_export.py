@@ -61,3 +61,49 @@ def test_onnx_export_matches_pytorch_for_all_63_combinations(demo_run, mfeat, tm
 def test_export_of_a_missing_checkpoint_is_one_line(tmp_path, capsys):
     assert main(["export", "--checkpoint", str(tmp_path / "nowhere")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_predict_from_any_subset_of_modality_files(demo_run, mfeat, tmp_path, capsys):
+    paths = {}
+    for name in ("fou", "pix"):
+        paths[name] = tmp_path / f"{name}.npy"
+        np.save(paths[name], mfeat.test.views[name][0].numpy())
+    out = tmp_path / "p.json"
+    args = ["predict", "--checkpoint", str(demo_run), "--fou", str(paths["fou"])]
+    assert main([*args, "--pix", str(paths["pix"]), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "modalities used: fou, pix; missing: fac, kar, zer, mor" in printed
+    result = json.loads(out.read_text())
+    assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    model, _ = load_deployment_network(demo_run)
+    with torch.no_grad():
+        inputs = {n: mfeat.test.views[n][:1] for n in ("fou", "pix")}
+        expected = model(inputs).logits.softmax(1)[0].tolist()
+    assert list(result["probabilities"].values()) == pytest.approx(expected, abs=1e-6)
+
+    manifest = tmp_path / "many.csv"
+    manifest.write_text(f"fou,pix\n{paths['fou']},{paths['pix']}\n,{paths['pix']}\n")
+    table = tmp_path / "many_out.csv"
+    many = ["--manifest", str(manifest), "--out", str(table)]
+    assert main(["predict", "--checkpoint", str(demo_run), *many]) == 0
+    lines = table.read_text().splitlines()
+    assert lines[0].startswith("row,modalities,") and lines[2].startswith("1,pix,")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "no modality given; pass at least one of --fou FILE"),
+        (["--rgb", "x.npy"], "unknown modality 'rgb'; this network has fou, fac"),
+        (["--fou"], "expected --<modality> FILE, got '--fou'"),
+        (["--fou", "WRONG"], "fou input of shape (3,), the network needs (76,)"),
+        (["--fou", "missing.npy"], "missing.npy: file not found"),
+    ],
+)
+def test_predict_bad_input_is_one_line(demo_run, tmp_path, capsys, monkeypatch, extra, message):
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "wrong.npy", np.zeros(3, dtype=np.float32))
+    extra = ["wrong.npy" if e == "WRONG" else e for e in extra]
+    assert main(["predict", "--checkpoint", str(demo_run), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

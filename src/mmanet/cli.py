@@ -1,4 +1,4 @@
-"""The ``mmanet`` command: train, evaluate, demo, compare, export."""
+"""The ``mmanet`` command: train, evaluate, demo, compare, export, predict."""
 
 from __future__ import annotations
 
@@ -130,6 +130,58 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from mmanet.data import DataError
+    from mmanet.predict import predict_files, predict_manifest
+
+    files = _modality_files(args.modality_files)
+    if args.manifest:
+        if files:
+            raise DataError("predict: give either --manifest or modality files, not both")
+        out = Path(args.out or "predictions.csv")
+        count = predict_manifest(args.checkpoint, Path(args.manifest), out)
+        print(f"{count} predictions written: {out}")
+        return 0
+    result = predict_files(args.checkpoint, files)
+    used, missing = result["modalities_used"], result["modalities_missing"]
+    print(f"modalities used: {', '.join(used)}; missing: {', '.join(missing) or 'none'}")
+    if "probabilities" in result:
+        ranked = sorted(result["probabilities"].items(), key=lambda item: -item[1])
+        for name, probability in ranked:
+            print(f"  {name:<20} {probability:.4f}")
+        if args.out:
+            from mmanet.io import atomic_write_json
+
+            atomic_write_json(Path(args.out), result)
+            print(f"written: {args.out}")
+        return 0
+    from PIL import Image
+
+    from mmanet.segmentation_images import colorize
+
+    out = Path(args.out or "prediction.png")
+    colours = colorize(result["label_map"])
+    tmp = out.with_name(f".{out.name}.tmp")
+    Image.fromarray(colours).save(tmp, format="PNG")
+    tmp.replace(out)
+    print(f"segmentation ({len(result['class_names'])} classes) written: {out}")
+    return 0
+
+
+def _modality_files(tokens: Sequence[str]) -> dict[str, str]:
+    """``["--rgb", "a.png", "--ir", "c.png"]`` -> ``{"rgb": "a.png", "ir": "c.png"}``."""
+    from mmanet.data import DataError
+
+    files: dict[str, str] = {}
+    items = list(tokens)
+    while items:
+        flag = items.pop(0)
+        if not flag.startswith("--") or not items or items[0].startswith("--"):
+            raise DataError(f"predict: expected --<modality> FILE, got {flag!r}")
+        files[flag[2:]] = items.pop(0)
+    return files
+
+
 def _print_report(report: dict, binary: bool) -> None:
     from mmanet.report import metrics_table
 
@@ -212,12 +264,27 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", help="output file (default <checkpoint>/model.onnx)")
     export.add_argument("--opset", type=int, default=17)
     export.set_defaults(func=cmd_export)
+
+    predict = sub.add_parser(
+        "predict",
+        help="predict from files: --<modality> FILE for any subset, or --manifest CSV",
+        epilog="e.g. mmanet predict --checkpoint runs/casia_surf/mmanet --rgb a.png --ir c.png",
+    )
+    predict.add_argument("--checkpoint", required=True, help="run or checkpoint folder")
+    predict.add_argument("--manifest", help="CSV, one path column per modality (classification)")
+    predict.add_argument("--out", help="JSON / PNG (segmentation) / CSV (--manifest) to write")
+    predict.set_defaults(func=cmd_predict)
     demo.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "predict":
+        args.modality_files = unknown  # --<modality> FILE pairs, named by the checkpoint
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return args.func(args)
     except USER_ERRORS as err:
