@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mmanet.config import build_config, parse_overrides
-from mmanet.errors import USER_ERRORS
+from mmanet.errors import USER_ERRORS, TrainingError, TrainingInterrupted
 
 
 def _overrides_help() -> str:
@@ -290,6 +290,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as err:
         print(f"mmanet: error: {err}", file=sys.stderr)
         return 2
+    except TrainingError as err:
+        print(f"mmanet: error: {err}", file=sys.stderr)
+        return 1
+    except TrainingInterrupted as err:
+        print(f"mmanet: {err}", file=sys.stderr)
+        return 128 + err.signum
     except KeyboardInterrupt:
         print("mmanet: interrupted", file=sys.stderr)
         return 130

@@ -136,6 +136,9 @@ class OptimConfig:
     warmup_epochs: int = 5  # linear learning-rate warm-up (not MAR's warm-up)
     milestones: list[int] = field(default_factory=lambda: [16, 33, 50])
     gamma: float = 0.1
+    # A NaN / inf loss: "stop" the run naming the step and the loss term, or "skip" the
+    # batch (no update) and count it in the log (skipped_steps).
+    nonfinite: Literal["stop", "skip"] = "stop"
 
 
 @dataclass

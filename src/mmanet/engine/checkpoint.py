@@ -27,7 +27,8 @@ from safetensors.torch import load_file, save_file
 
 from mmanet.io import fsync_dir
 
-_NAME = re.compile(r"^epoch-(\d{4,})$")
+# epoch-NNNN: after epoch N; epoch-NNNN-step-SSSSSS: S steps into epoch N + 1 (interrupted)
+_NAME = re.compile(r"^epoch-(\d{4,})(?:-step-(\d{6,}))?$")
 
 
 class CheckpointError(ValueError):
@@ -45,13 +46,15 @@ def save_checkpoint(
     state: dict[str, Any],
     meta: dict[str, Any],
     keep: int = 2,
+    step: int = 0,
 ) -> Path:
     """Write checkpoint ``epoch`` atomically and keep the newest ``keep`` of them."""
     root = checkpoint_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"epoch-{epoch:04d}"
-    tmp = root / f".epoch-{epoch:04d}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    final = root / (f"epoch-{epoch:04d}" + (f"-step-{step:06d}" if step else ""))
+    for stale in root.glob(".epoch-*.tmp-*"):  # left by a writer that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = root / f".{final.name}.tmp-{os.getpid()}"
     tmp.mkdir()
     try:
         tensors = {k: v.detach().contiguous().cpu() for k, v in model_state.items()}
@@ -80,7 +83,13 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if p.is_dir() and _NAME.match(p.name)]
-    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))  # type: ignore[union-attr]
+    return sorted(found, key=_position)
+
+
+def _position(path: Path) -> tuple[int, int]:
+    match = _NAME.match(path.name)
+    assert match is not None
+    return int(match.group(1)), int(match.group(2) or 0)
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:

@@ -6,10 +6,15 @@ configuration (``method.distill``, ``method.regularize``), not a different loop.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import random
+import signal
+import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +81,34 @@ def load_network(
     return model
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def nonfinite_message(terms: dict[str, torch.Tensor], epoch: int, step: int) -> str:
+    bad = [f"{k}={float(v)}" for k, v in terms.items() if k != "loss" and not torch.isfinite(v)]
+    return (
+        f"non-finite loss at epoch {epoch}, step {step}: {', '.join(bad) or 'loss'} "
+        "(lower optim.lr, check the inputs, or set optim.nonfinite=skip to drop such batches)"
+    )
+
+
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. a non-finite loss); the message names where and why."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT / SIGTERM: a resumable checkpoint was written; ``checkpoint`` names it."""
+
+    def __init__(self, signum: int, checkpoint: Path | None) -> None:
+        name = signal.Signals(signum).name
+        where = f"checkpoint {checkpoint}" if checkpoint else "the last checkpoint"
+        super().__init__(f"interrupted by {name}; continue from {where} with --resume")
+        self.signum = signum
+        self.checkpoint = checkpoint
 
 
 class _StudentStep(nn.Module):
@@ -153,7 +184,9 @@ class Trainer:
             if method.regularize != "none"
             else None
         )
-        self.epoch = 0
+        self.epoch = 0  # completed epochs
+        self.partial_steps = 0  # steps of epoch + 1 already done (an interrupted epoch)
+        self.interrupt: int | None = None  # the signal that asked the run to stop
         self.logger: RunLogger | None = None
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision)
         self.autocast_dtype = dtype
@@ -252,6 +285,7 @@ class Trainer:
         rng = self._rng_state()
         return {
             "epoch": self.epoch,
+            "step": self.partial_steps,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -275,6 +309,7 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch = int(state["epoch"])
+        self.partial_steps = int(state.get("step", 0))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
@@ -302,7 +337,12 @@ class Trainer:
         path = None
         if distributed.is_main():
             path = save_checkpoint(
-                self.run_dir, self.epoch, self.model.state_dict(), state, self.meta()
+                self.run_dir,
+                self.epoch,
+                self.model.state_dict(),
+                state,
+                self.meta(),
+                step=self.partial_steps,
             )
         distributed.barrier()  # nobody resumes or moves on before the checkpoint is whole
         return path
@@ -332,17 +372,8 @@ class Trainer:
         if resume and self.resume() and self.logger is not None:
             self.logger.resume(self.epoch)
         try:
-            for epoch in range(self.epoch + 1, self.cfg.optim.epochs + 1):
-                self.epoch = epoch
-                row = self.train_epoch(epoch)
-                distributed.broadcast_buffers(self.model)
-                if self.miner is not None and self.miner.needs_mining(epoch):
-                    row.update(self.mine(epoch))
-                if self.logger is not None:
-                    self.logger.log(row)
-                self.save()
-                if stop_after is not None and epoch >= stop_after:
-                    break
+            with self._stop_on_signals():
+                self._train_epochs(stop_after)
         finally:
             if self.logger is not None:
                 self.logger.close()
@@ -350,8 +381,46 @@ class Trainer:
             return None
         return self.test()
 
-    def train_epoch(self, epoch: int) -> dict[str, Any]:
-        """One pass over the training split; returns the epoch's log row."""
+    def _train_epochs(self, stop_after: int | None) -> None:
+        for epoch in range(self.epoch + 1, self.cfg.optim.epochs + 1):
+            row = self.train_epoch(epoch, skip=self.partial_steps)
+            if self.interrupt is not None:  # stopped between two steps of this epoch
+                self.partial_steps += row["steps"]
+                raise TrainingInterrupted(self.interrupt, self.save())
+            self.epoch, self.partial_steps = epoch, 0
+            distributed.broadcast_buffers(self.model)
+            if self.miner is not None and self.miner.needs_mining(epoch):
+                row.update(self.mine(epoch))
+            if self.logger is not None:
+                self.logger.log(row)
+            self.save()
+            if stop_after is not None and epoch >= stop_after:
+                break
+
+    @contextlib.contextmanager
+    def _stop_on_signals(self) -> Iterator[None]:
+        """SIGINT / SIGTERM let the current step finish, then the run saves a checkpoint
+        and raises :class:`TrainingInterrupted` (single process, main thread only: under
+        torchrun the launcher owns the signals)."""
+        if distributed.active() or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum: int, frame: Any) -> None:
+            if self.interrupt is not None:  # a second signal: stop now
+                raise KeyboardInterrupt
+            self.interrupt = signum
+
+        previous = {sig: signal.signal(sig, request_stop) for sig in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def train_epoch(self, epoch: int, skip: int = 0) -> dict[str, Any]:
+        """One pass over the training split (its last ``len - skip`` batches when ``skip``
+        steps of it were done before an interruption); returns the epoch's log row."""
         cfg = self.cfg
         self.model.train()
         names = self.model.modalities
@@ -359,13 +428,16 @@ class Trainer:
         omega = self.miner.omega_lookup(self.device) if self.miner is not None else None
         totals: dict[str, torch.Tensor] = {}
         counts: dict[str, int] = defaultdict(int)
+        skipped = 0  # batches with a non-finite loss (optim.nonfinite=skip)
         correct = torch.zeros(2**m, device=self.device)  # summed per-sample accuracies
         seen = torch.zeros(2**m, device=self.device)
         if self.train_sampler is not None:
             self.train_sampler.set_epoch(epoch)
         start = time.perf_counter()
+        steps = len(self.train_loader) - skip
         bar = tqdm(
-            self.train_loader,
+            itertools.islice(self.train_loader, steps),
+            total=steps,
             desc=f"{cfg.method.name} epoch {epoch}/{cfg.optim.epochs}",
             leave=False,
             disable=not cfg.progress or not distributed.is_main(),
@@ -384,8 +456,18 @@ class Trainer:
                 mask = self.fixed_mask.expand(len(labels), -1)
             if cfg.channels_last:
                 inputs = {k: _channels_last(v) for k, v in inputs.items()}
+            skip_bad = cfg.optim.nonfinite == "skip"
+            if skip_bad:  # a skipped batch must not leave its batch-norm statistics behind
+                saved = [buffer.clone() for buffer in self.model.buffers()]
             with self.autocast():
                 loss, terms, logits = self.step(inputs, labels, mask, omega)
+            if not torch.isfinite(loss):
+                if skip_bad:
+                    for buffer, value in zip(self.model.buffers(), saved, strict=True):
+                        buffer.copy_(value)
+                    skipped += 1
+                    continue
+                raise TrainingError(nonfinite_message(terms, epoch, skip + step + 1))
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -400,9 +482,15 @@ class Trainer:
             seen.index_add_(0, codes, torch.ones_like(codes, dtype=seen.dtype))
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{terms['loss'].item():.3f}")
+            if self.interrupt is not None:
+                steps = step + 1
+                break
 
         row: dict[str, Any] = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
         row.update({key: float(value) / counts[key] for key, value in totals.items()})
+        row["steps"] = steps
+        if skipped:
+            row["skipped_steps"] = skipped
         row["epoch_seconds"] = time.perf_counter() - start
         correct, seen = correct.cpu(), seen.cpu()
         for mask in names.combinations:
