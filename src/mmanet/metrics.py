@@ -65,9 +65,12 @@ def equal_error_threshold(
     if bona_fide.all() or (~bona_fide).all():
         raise ValueError("an equal-error threshold needs bona fide and attack samples")
     candidates = torch.unique(scores)  # sorted ascending
-    apcer = (scores[~bona_fide][None, :] >= candidates[:, None]).double().mean(1)
-    bpcer = (scores[bona_fide][None, :] < candidates[:, None]).double().mean(1)
-    return float(candidates[int((apcer - bpcer).abs().argmin())])
+    attacks, genuine = int((~bona_fide).sum()), int(bona_fide.sum())
+    accepted = (scores[~bona_fide][None, :] >= candidates[:, None]).long().sum(1)
+    rejected = (scores[bona_fide][None, :] < candidates[:, None]).long().sum(1)
+    # |APCER - BPCER| in exact integers: |accepted/attacks - rejected/genuine| * attacks * genuine
+    gap = (accepted * genuine - rejected * attacks).abs()
+    return float(candidates[int(gap.argmin())])  # argmin: the first (lowest) of tied minima
 
 
 def segmentation_confusion(
