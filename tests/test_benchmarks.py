@@ -13,7 +13,8 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "script", ["bench_train_step.py", "bench_evaluate.py", "bench_data_loading.py"]
+    "script",
+    ["bench_train_step.py", "bench_evaluate.py", "bench_data_loading.py", "bench_pixel_mad.py"],
 )
 def test_benchmark_quick_run_prints_ratios(script):
     done = subprocess.run(

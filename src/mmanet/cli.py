@@ -162,8 +162,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out = Path(args.out or "prediction.png")
     colours = colorize(result["label_map"])
     tmp = out.with_name(f".{out.name}.tmp")
-    Image.fromarray(colours).save(tmp, format="PNG")
-    tmp.replace(out)
+    try:
+        Image.fromarray(colours).save(tmp, format="PNG")
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
     print(f"segmentation ({len(result['class_names'])} classes) written: {out}")
     return 0
 

@@ -325,6 +325,8 @@ def validate(config: Config) -> None:
         )
     if method.combination and method.name != "customized":
         raise ConfigError("method.combination is only for method.name=customized")
+    if config.data.modalities is not None and not config.data.modalities:
+        raise ConfigError("data.modalities is empty; name at least one modality (or omit it)")
     if config.data.batch_size < 1:
         raise ConfigError(f"data.batch_size must be >= 1, got {config.data.batch_size}")
 

@@ -22,6 +22,7 @@ from torch import nn
 from mmanet.config import Config, from_dict
 from mmanet.engine.checkpoint import (
     CheckpointError,
+    check_weights,
     load_meta,
     load_model_state,
     resolve_checkpoint,
@@ -43,8 +44,12 @@ def load_deployment_network(checkpoint: str | Path) -> tuple[UnifiedNetwork, dic
         classes = meta["class_names"]
     except KeyError as err:
         raise CheckpointError(f"{path / 'meta.json'}: no {err.args[0]!r} entry") from None
+    for name in modalities:
+        if name not in shapes:
+            raise CheckpointError(f"{path / 'meta.json'}: no input shape for modality {name!r}")
     model = build_model(config.model, modalities, shapes, len(classes), reg_head=False)
     state = {k: v for k, v in load_model_state(path).items() if not k.startswith("reg_head.")}
+    check_weights(model.state_dict(), state, path)  # names the first weight that differs
     try:
         model.load_state_dict(state)
     except RuntimeError as err:

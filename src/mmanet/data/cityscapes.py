@@ -107,7 +107,7 @@ def load_cityscapes(
                 )
                 for name, origin in read_ids(root / f"{split}.txt")
             ],
-            "Cityscapes",
+            f"Cityscapes {split} split",
         )
 
     splits = {"train": records("train"), "val": records("valid"), "test": records(test_split)}

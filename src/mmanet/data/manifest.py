@@ -31,19 +31,21 @@ SPLITS = ("train", "val", "test")
 
 def read_array(path: Path) -> torch.Tensor:
     """A ``.npy`` file or an image as a float tensor; images become (c, h, w) in [0, 1]."""
+    from PIL import Image, UnidentifiedImageError
+
     if not path.is_file():
         raise DataError(f"file not found: {path}")
     try:
         if path.suffix.lower() == ".npy":
             return torch.from_numpy(np.load(path, allow_pickle=False).astype(np.float32))
         if path.suffix.lower() in IMAGE_SUFFIXES:
-            from PIL import Image
-
             with Image.open(path) as img:
                 img.load()
                 arr = np.asarray(img, dtype=np.float32) / 255.0
             arr = arr[:, :, None] if arr.ndim == 2 else arr
             return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+    except UnidentifiedImageError:
+        raise DataError(f"cannot read {path}: not an image file that can be decoded") from None
     except (OSError, ValueError) as err:
         raise DataError(f"cannot read {path}: {err}") from None
     raise DataError(f"unsupported file type {path.suffix!r}: {path} (use .npy or an image)")
@@ -105,6 +107,10 @@ def load_manifest(
 
     seen: dict[tuple[str, ...], int] = {}
     for line, record in enumerate(records, start=2):
+        if None in record or None in record.values():  # csv: too many / too few fields
+            raise DataError(
+                f"{manifest}: line {line}: wrong number of fields (the header has {len(columns)})"
+            )
         key = tuple(record[name] for name in modalities)
         if key in seen:
             raise DataError(f"{manifest}: line {line} duplicates line {seen[key]}")
@@ -123,6 +129,12 @@ def load_manifest(
 
     base = manifest.parent
     rows = [{name: base / record[name] for name in modalities} for record in records]
+    for line, (record, row) in enumerate(zip(records, rows, strict=True), start=2):
+        for name, path in row.items():  # fail before training rather than in the middle
+            if not record[name].strip():
+                raise DataError(f"{manifest}: line {line}: no file for modality '{name}'")
+            if not path.is_file():
+                raise DataError(f"{manifest}: line {line}: file not found: {path}")
     shapes = {name: tuple(read_array(rows[0][name]).shape) for name in modalities}
 
     if split_column in columns:

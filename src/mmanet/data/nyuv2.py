@@ -251,7 +251,7 @@ def read_ids(list_path: Path) -> list[tuple[str, str]]:
 def check_records(records: list[RGBDRecord], dataset: str) -> list[RGBDRecord]:
     """The records, after checking each listed sample has its files."""
     if not records:
-        raise DataError(f"{dataset}: a split is empty")
+        raise DataError(f"{dataset} is empty")
     for record in records:
         for path in (record.rgb, record.depth, record.label):
             if not path.is_file():
@@ -357,7 +357,7 @@ def load_nyuv2(
                 )
                 for sample, origin in read_ids(root / f"{split}.txt")
             ],
-            "NYUv2",
+            f"NYUv2 {split} split",
         )
 
     on_disk = {split: records(split) for split in {"train", "test", val_split}}

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -109,31 +112,68 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def load_meta(path: Path) -> dict[str, Any]:
+    """The JSON sidecar of checkpoint folder ``path``: epoch, modalities, classes, config."""
+    file = path / "meta.json"
     try:
-        return json.loads((path / "meta.json").read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"cannot read {path / 'meta.json'}: {err}") from None
+        meta = json.loads(file.read_text())
+    except OSError as err:
+        raise CheckpointError(f"cannot read {file}: {err.strerror or err}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"cannot read {file}: not JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{file}: expected a JSON object, got {type(meta).__name__}")
+    return meta
 
 
 def load_model_state(path: Path) -> dict[str, torch.Tensor]:
+    """The weights of checkpoint folder ``path`` (safetensors: never unpickled)."""
+    file = path / "model.safetensors"
+    if not file.is_file():
+        raise CheckpointError(f"{file}: file not found")
     try:
-        return load_file(path / "model.safetensors")
-    except (OSError, SafetensorError) as err:
-        raise CheckpointError(f"cannot read {path / 'model.safetensors'}: {err}") from None
+        return load_file(file)
+    except SafetensorError as err:
+        raise CheckpointError(
+            f"cannot read {file}: not a complete safetensors file ({err})"
+        ) from None
+    except OSError as err:
+        raise CheckpointError(f"cannot read {file}: {err.strerror or err}") from None
 
 
 def load_training_state(path: Path) -> dict[str, Any]:
+    """Optimizer, scheduler and RNG states: tensors and plain containers only."""
+    file = path / "state.pt"
+    if not file.is_file():
+        raise CheckpointError(f"{file}: file not found")
     try:
-        return torch.load(path / "state.pt", weights_only=True, map_location="cpu")
-    except Exception as err:  # torch raises several types for corrupt or unsafe files
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"cannot read {path / 'state.pt'}: {first_line}") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on files it did not write itself
+            return torch.load(file, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as err:
+        if str(err).startswith("Weights only load failed"):
+            raise CheckpointError(
+                f"cannot read {file}: it holds objects other than tensors and plain "
+                "containers; refusing to unpickle it"
+            ) from None
+        raise CheckpointError(f"cannot read {file}: {_first_sentence(err)}") from None
+    except Exception as err:  # torch raises several types for corrupt files
+        raise CheckpointError(f"cannot read {file}: {_first_sentence(err)}") from None
 
 
-def load_into(model: torch.nn.Module, path: Path, strict_keys: bool = True) -> None:
-    """Load ``model.safetensors`` into ``model``; a mismatch names the first bad key."""
-    state = load_model_state(path)
-    own = model.state_dict()
+def _first_sentence(err: Exception) -> str:
+    """The first line of an error's message, up to its first full stop."""
+    lines = str(err).strip().splitlines()
+    return lines[0].split(". ")[0].rstrip(".") if lines else type(err).__name__
+
+
+def check_weights(
+    own: Mapping[str, torch.Tensor],
+    state: Mapping[str, torch.Tensor],
+    path: Path,
+    strict_keys: bool = True,
+) -> None:
+    """Raise a CheckpointError naming the first weight of ``state`` that does not fit the
+    model's ``own`` state dict (a missing or unexpected key, or another shape)."""
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if strict_keys and (missing or unexpected):
@@ -148,4 +188,17 @@ def load_into(model: torch.nn.Module, path: Path, strict_keys: bool = True) -> N
                 f"{path}: weight '{key}' has shape {tuple(value.shape)}, the model "
                 f"expects {tuple(own[key].shape)} (wrong architecture?)"
             )
+
+
+def load_into(model: torch.nn.Module, path: Path, strict_keys: bool = True) -> None:
+    """Load ``model.safetensors`` into ``model``; a mismatch names the modality lists or the
+    first bad key."""
+    modalities = getattr(model, "modalities", None)  # a UnifiedNetwork's, in input order
+    trained = load_meta(path).get("modalities")
+    if modalities is not None and trained is not None and list(trained) != list(modalities):
+        raise CheckpointError(
+            f"{path}: trained on modalities {list(trained)}, the model has {list(modalities)}"
+        )
+    state = load_model_state(path)
+    check_weights(model.state_dict(), state, path, strict_keys)
     model.load_state_dict(state, strict=strict_keys)

@@ -363,14 +363,14 @@ class Trainer:
 
         Returns the test results once training is complete, else None.
         """
-        main = distributed.is_main()
-        if main:
+        resumed = resume and self.resume()  # a checkpoint that does not fit changes nothing
+        if distributed.is_main():
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.run_dir / "config.yaml")
             self.logger = RunLogger(self.run_dir, self.cfg.tensorboard)
+            if resumed:
+                self.logger.resume(self.epoch)
         distributed.barrier()
-        if resume and self.resume() and self.logger is not None:
-            self.logger.resume(self.epoch)
         try:
             with self._stop_on_signals():
                 self._train_epochs(stop_after)
