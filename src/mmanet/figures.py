@@ -134,7 +134,7 @@ def sp_vs_mad_figure(sp_run: Path, mad_run: Path, data: DataBundle, split: str, 
 
     sp_output, sp_truth, classes = two_class_outputs(sp_run, data, split)
     mad_output, mad_truth, _ = two_class_outputs(mad_run, data, split, classes)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
     names = [data.class_names[c] for c in classes]
     for ax, title, output, truth in (
         (axes[0], "SF-MD + SP", sp_output, sp_truth),
@@ -152,8 +152,9 @@ def sp_vs_mad_figure(sp_run: Path, mad_run: Path, data: DataBundle, split: str, 
         wrong = float(((output >= 0.5).long() != truth).float().mean())
         margin = float((output - 0.5).abs().mean())
         ax.axvline(0.5, color="black", linewidth=0.8)
-        ax.set_title(f"{title}: {100 * wrong:.1f}% wrong side, mean |p-0.5| {margin:.3f}")
+        ax.set_title(f"{title}\n{100 * wrong:.1f}% on the wrong side, mean |p − 0.5| {margin:.3f}")
         ax.set_xlabel("normalised output p")
+        ax.set_yscale("log")  # the confident bins would otherwise hide the boundary region
     axes[0].set_ylabel("(combination, sample) pairs")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
