@@ -138,3 +138,17 @@ def test_side_outputs_add_their_pixel_loss_at_their_own_resolution(tmp_path, nyu
     assert torch.allclose(trainer.side_loss(head, labels), expected)
     head.side_outputs = None
     assert trainer.side_loss(head, labels) == 0.0
+
+
+def test_the_pixel_loss_of_a_batch_without_labelled_pixels_is_zero_not_nan(tmp_path, nyuv2):
+    trainer = Trainer(config(tmp_path, "sf_md"), nyuv2)
+    logits = torch.randn(2, 40, 6, 8, requires_grad=True)
+    void = torch.full((2, 6, 8), 255)
+    loss = trainer.task_loss(logits, void)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.isfinite(logits.grad).all()
+    labels = torch.randint(0, 40, (2, 6, 8))
+    labels[0] = 255
+    expected = torch.nn.functional.cross_entropy(logits, labels, ignore_index=255)
+    torch.testing.assert_close(trainer.task_loss(logits, labels), expected)

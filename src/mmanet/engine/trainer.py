@@ -509,14 +509,22 @@ class Trainer:
         return (hits * valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1)
 
     def task_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy, per sample or per labelled pixel (``ignore_index`` skipped)."""
+        """Cross-entropy, per sample or per labelled pixel (``ignore_index`` skipped): the
+        (class-weighted) mean over the labelled pixels, and 0 — not NaN — when a batch (or
+        the Ω samples, or a coarse side output) has none."""
         ignore = self.data.ignore_index
-        return F.cross_entropy(
-            logits,
-            labels,
-            weight=self.class_weights,
-            ignore_index=-100 if ignore is None else ignore,
+        if ignore is None:
+            return F.cross_entropy(logits, labels, weight=self.class_weights)
+        total = F.cross_entropy(
+            logits, labels, weight=self.class_weights, ignore_index=ignore, reduction="sum"
         )
+        labelled = labels[labels != ignore]
+        count = (
+            self.class_weights[labelled].sum()
+            if self.class_weights is not None
+            else torch.tensor(float(labelled.numel()), device=logits.device)
+        )
+        return total / count.clamp_min(torch.finfo(total.dtype).tiny)
 
     def side_loss(self, head: torch.nn.Module, labels: torch.Tensor) -> torch.Tensor | float:
         """Multi-scale supervision: the pixel loss of each side output a head left in
