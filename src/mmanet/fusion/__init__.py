@@ -10,6 +10,7 @@ mmformer with ``aux=True``) expose ``auxiliary_loss(labels, ignore_index=None)``
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from torch import nn
 
@@ -59,6 +60,22 @@ def build_fusion(
     return FUSIONS[name](channels)
 
 
+def configured_fusion(
+    cfg: Any, channels: Sequence[int], num_classes: int, *, vectors: bool = False
+) -> nn.Module:
+    """The fusion a model config asks for (``model.fusion``, ``fusion_aux``,
+    ``fusion_regions``); ``"default"`` is concatenation."""
+    name = "concat" if cfg.fusion == "default" else cfg.fusion
+    return build_fusion(
+        name,
+        channels,
+        num_classes,
+        aux=cfg.fusion_aux,
+        regions=cfg.fusion_regions,
+        vectors=vectors,
+    )
+
+
 __all__ = [
     "FUSIONS",
     "ConcatFusion",
@@ -67,4 +84,5 @@ __all__ = [
     "MMFormerFusion",
     "RFNetFusion",
     "build_fusion",
+    "configured_fusion",
 ]

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from torch import nn
 
 from mmanet.config import ConfigError, EncoderConfig, ModelConfig
-from mmanet.fusion import build_fusion
+from mmanet.fusion import configured_fusion
 from mmanet.models.unified import UnifiedNetwork
 from mmanet.nn import ConvEncoder, MLPEncoder, MLPHead
 
@@ -48,14 +48,9 @@ def build_multiview(
         name: build_encoder(cfg.encoders.get(name, cfg.encoder), input_shapes[name], name)
         for name in modalities
     }
-    fusion = build_fusion(
-        "concat" if cfg.fusion == "default" else cfg.fusion,
-        [enc.out_features for enc in encoders.values()],
-        num_classes,
-        aux=cfg.fusion_aux,
-        regions=cfg.fusion_regions,
-        vectors=True,  # MLP and CNN encoders both end in (b, c) vectors
-    )
+    widths = [enc.out_features for enc in encoders.values()]
+    # MLP and CNN encoders both end in (b, c) vectors
+    fusion = configured_fusion(cfg, widths, num_classes, vectors=True)
     fused_width = fusion.out_channels
 
     def head() -> MLPHead:

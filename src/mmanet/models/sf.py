@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from mmanet.config import ConfigError, ModelConfig
-from mmanet.fusion import build_fusion
+from mmanet.fusion import configured_fusion
 from mmanet.models.unified import UnifiedNetwork
 from mmanet.nn import BasicBlock, ResNetStem, SEBlock, init_resnet_weights, make_layer
 from mmanet.nn.resnet import load_torchvision_weights
@@ -74,13 +74,7 @@ def build_sf(
                 load_torchvision_weights(encoder.stem, weights)
             except ValueError as err:
                 raise ConfigError(f"model.pretrained={cfg.pretrained}: {err}") from None
-    fusion = build_fusion(
-        "concat" if cfg.fusion == "default" else cfg.fusion,
-        [enc.out_channels for enc in encoders.values()],
-        num_classes,
-        aux=cfg.fusion_aux,
-        regions=cfg.fusion_regions,
-    )
+    fusion = configured_fusion(cfg, [enc.out_channels for enc in encoders.values()], num_classes)
     fused_channels = fusion.out_channels  # m * 128 for concat
     return UnifiedNetwork(
         modalities,
