@@ -120,3 +120,31 @@ def test_sigkill_at_random_points_resumes_to_the_uninterrupted_weights(tmp_path,
     assert latest_checkpoint(run).name == "epoch-0008"
     for name, value in reference.items():
         assert resumed[name].equal(value), name
+
+
+def test_a_full_disk_while_saving_leaves_the_previous_checkpoint_readable(
+    tmp_path, mfeat, monkeypatch
+):
+    import errno
+
+    from mmanet.engine import checkpoint as checkpoint_module
+    from mmanet.engine.checkpoint import load_model_state, load_training_state
+
+    run = tmp_path / "run"
+    trainer = Trainer(build_config("configs/mfeat/demo.yaml", fast_overrides(run)), mfeat)
+    trainer.fit(stop_after=1)
+    before = load_model_state(latest_checkpoint(run))
+
+    def disk_full(tensors, path):
+        Path(path).write_bytes(b"\0" * 100)  # a partial file, then the device is full
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(checkpoint_module, "save_file", disk_full)
+    trainer.epoch = 2
+    with pytest.raises(OSError, match="No space left"):
+        trainer.save()
+    assert [p.name for p in list_checkpoints(run)] == ["epoch-0001"]
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
+    after = load_model_state(latest_checkpoint(run))
+    assert before.keys() == after.keys() and all(before[k].equal(after[k]) for k in before)
+    assert load_training_state(latest_checkpoint(run))["epoch"] == 1

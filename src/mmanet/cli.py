@@ -299,6 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingInterrupted as err:
         print(f"mmanet: {err}", file=sys.stderr)
         return 128 + err.signum
+    except OSError as err:  # e.g. a full disk: the previous checkpoint stays intact
+        print(f"mmanet: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("mmanet: interrupted", file=sys.stderr)
         return 130
