@@ -147,3 +147,39 @@ def test_customized_trains_one_model_per_combination_on_its_own_mask(tmp_path, m
     assert report["average"]["error"] == pytest.approx(
         sum(report["combinations"][n]["error"] for n in ("fou", "pix", "fou+pix")) / 3
     )
+
+
+def test_cached_teacher_outputs_replace_the_per_step_teacher_forward(tmp_path, mfeat):
+    teacher_dir = tmp_path / "teacher"
+    teacher_cfg = fast_overrides(teacher_dir, **{"method.name": "teacher", "optim.epochs": 2})
+    Trainer(build_config(demo_config_path(), teacher_cfg), mfeat).fit()
+    logs = {}
+    for cache in (False, True):
+        extra = {
+            "method.name": "sf_mad",
+            "method.teacher": str(teacher_dir),
+            "method.cache_teacher": cache,
+            "optim.epochs": 2,
+        }
+        trainer = Trainer(
+            build_config(demo_config_path(), fast_overrides(tmp_path / str(cache), **extra)), mfeat
+        )
+        calls: list[int] = []
+        trainer.teacher.register_forward_hook(lambda *_, calls=calls: calls.append(1))
+        trainer.fit()
+        logs[cache] = [row["loss_mad"] for row in trainer.logger.rows]
+        steps = 2 * len(trainer.train_loader)
+        passes = -(-len(mfeat.train) // trainer.cfg.data.eval_batch_size)  # one split pass
+        assert len(calls) == (passes if cache else steps)
+    assert logs[True] == pytest.approx(logs[False], rel=1e-2)  # rounding of other batch sizes
+    inputs, _ = next(iter(trainer.train_loader))  # the cached trainer: indices in the batch
+    index = inputs.pop("__index__")
+    cached = trainer.teacher_outputs(inputs, index)
+    direct = trainer.teacher(inputs)
+    for name in ("fused", "features", "logits"):
+        torch.testing.assert_close(getattr(cached, name), getattr(direct, name))
+
+
+def test_teacher_cache_without_a_teacher_is_a_config_error():
+    with pytest.raises(ConfigError, match="needs a distilling method"):
+        Trainer(build_config(demo_config_path(), ["method.cache_teacher=true"]))

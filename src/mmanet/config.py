@@ -121,6 +121,9 @@ class MethodConfig:
     beta: float = 0.5
     aux_weight: float = 1.0  # the fusion's auxiliary losses (model.fusion_aux)
     teacher: str | None = None  # run folder (or checkpoint folder) of the trained teacher
+    # Compute the frozen teacher's outputs once for the training split and reuse them
+    # every epoch; only for training data without random augmentation.
+    cache_teacher: bool = False
     mad: MADConfig = field(default_factory=MADConfig)
     mar: MARConfig = field(default_factory=MARConfig)
 

@@ -94,6 +94,31 @@ class TensorMultimodalDataset(Dataset):
         return [_Batched({name: v[idx] for name, v in self.views.items()}, self.labels[idx])]
 
 
+INDEX_KEY = "__index__"  # the sample's position in its split, added by IndexedDataset
+
+
+class IndexedDataset(Dataset):
+    """A split whose samples also carry their index (``inputs[INDEX_KEY]``), so a
+    per-sample cache (the teacher's outputs) can be looked up for a shuffled batch."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Sample:
+        inputs, label = self.dataset[index]
+        return {**inputs, INDEX_KEY: torch.tensor(index)}, label
+
+    def __getitems__(self, indices: Sequence[int]) -> list:
+        batched = getattr(self.dataset, "__getitems__", None)
+        if batched is None:
+            return [self[i] for i in indices]
+        (batch,) = batched(indices)
+        return [_Batched({**batch.views, INDEX_KEY: torch.as_tensor(indices)}, batch.labels)]
+
+
 @dataclass
 class _Batched:
     views: dict[str, torch.Tensor]

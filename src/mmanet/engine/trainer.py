@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from mmanet.config import Config, ConfigError, save_config, to_dict
-from mmanet.data import DataBundle, build_data
+from mmanet.data import DataBundle, TensorMultimodalDataset, build_data
+from mmanet.data.base import INDEX_KEY, IndexedDataset
 from mmanet.engine import distributed
 from mmanet.engine.checkpoint import (
     CheckpointError,
@@ -53,7 +54,7 @@ from mmanet.modality import (
     mask_codes,
 )
 from mmanet.models import UnifiedNetwork, build_model
-from mmanet.models.unified import select_samples
+from mmanet.models.unified import NetworkOutput, select_samples
 from mmanet.provenance import code_version
 
 
@@ -165,8 +166,11 @@ class Trainer:
             if distributed.active()
             else None
         )
+        self.teacher_cache: NetworkOutput | None = None
+        if method.cache_teacher:
+            self._check_teacher_cache()
         self.train_loader = make_loader(
-            self.data.train,
+            IndexedDataset(self.data.train) if method.cache_teacher else self.data.train,
             config.data.batch_size,  # per process
             config.data.num_workers,
             shuffle=self.train_sampler is None,
@@ -206,6 +210,16 @@ class Trainer:
         )
 
     # -- set-up ---------------------------------------------------------------------------
+
+    def _check_teacher_cache(self) -> None:
+        if self.teacher is None:
+            raise ConfigError("method.cache_teacher needs a distilling method (a teacher)")
+        deterministic = isinstance(self.data.train, TensorMultimodalDataset)
+        if not deterministic and self.cfg.data.augment:
+            raise ConfigError(
+                "method.cache_teacher needs training data without random augmentation "
+                "(set data.augment=false)"
+            )
 
     def autocast(self) -> torch.autocast:
         """Autocast to ``precision`` (a no-op for fp32)."""
@@ -446,6 +460,7 @@ class Trainer:
         # Without dropout the mask is fixed: absent modalities' encoders need not run.
         present = [n for n, bit in zip(names, self.fixed_mask[0].tolist(), strict=True) if bit]
         for step, (inputs, labels) in enumerate(bar):
+            index = inputs.pop(INDEX_KEY, None)  # with method.cache_teacher
             if not cfg.method.dropout and self.teacher is None:
                 inputs = {k: inputs[k] for k in present}
             inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
@@ -460,7 +475,7 @@ class Trainer:
             if skip_bad:  # a skipped batch must not leave its batch-norm statistics behind
                 saved = [buffer.clone() for buffer in self.model.buffers()]
             with self.autocast():
-                loss, terms, logits = self.step(inputs, labels, mask, omega)
+                loss, terms, logits = self.step(inputs, labels, mask, omega, index)
             if not torch.isfinite(loss):
                 if skip_bad:
                     for buffer, value in zip(self.model.buffers(), saved, strict=True):
@@ -499,6 +514,35 @@ class Trainer:
                 accuracy = 100.0 * float(correct[code]) / float(seen[code])
                 row[f"train_acc/{names.mask_name(mask)}"] = accuracy
         return row
+
+    @torch.no_grad()
+    def teacher_outputs(
+        self, inputs: dict[str, torch.Tensor], index: torch.Tensor | None
+    ) -> NetworkOutput:
+        """The frozen teacher on the batch; with ``method.cache_teacher``, looked up by the
+        samples' indices in outputs computed once for the whole training split."""
+        if index is None:
+            return self.teacher(inputs)
+        if self.teacher_cache is None:
+            self.teacher_cache = self._teacher_pass()
+        cache, rows = self.teacher_cache, index.to(self.device)
+        return NetworkOutput(cache.fused[rows], cache.features[rows], cache.logits[rows])
+
+    def _teacher_pass(self) -> NetworkOutput:
+        assert self.teacher is not None
+        parts: list[NetworkOutput] = []
+        for inputs, _ in make_loader(self.data.train, self.cfg.data.eval_batch_size, 0):
+            out = self.teacher({k: v.to(self.device) for k, v in inputs.items()})
+            if not isinstance(out.fused, torch.Tensor):
+                raise ConfigError(
+                    "method.cache_teacher needs a model whose fusion output is a tensor"
+                )
+            parts.append(out)
+        return NetworkOutput(
+            torch.cat([p.fused for p in parts]),
+            torch.cat([p.features for p in parts]),
+            torch.cat([p.logits for p in parts]),
+        )
 
     def sample_accuracy(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """(b,) accuracy of each sample: 0/1, or the share of its labelled pixels."""
@@ -544,6 +588,7 @@ class Trainer:
         labels: torch.Tensor,
         mask: torch.Tensor,
         omega: torch.Tensor | None,
+        index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         """``L = L_task + α·L_MAD + β·L_MAR`` for one batch (SPEC §1), plus the fusion's
         auxiliary terms (``method.aux_weight``) for RFNet / mmFormer.
@@ -565,8 +610,7 @@ class Trainer:
                 terms["loss_aux"] = aux_loss.detach()
 
         if self.teacher is not None:
-            with torch.no_grad():
-                teacher_out = self.teacher(inputs)
+            teacher_out = self.teacher_outputs(inputs, index)
             fused = method.mad.features == "fused"
             distill = mad_loss(
                 out.fused if fused else out.features,
