@@ -234,14 +234,12 @@ def compare(
         "methods": {m: aggregate(reports[m]) for m in students},
         "columns": {m: column_record(configs[m], reports[m], seeds, out) for m in students},
     }
-    atomic_write_json(out / "results.json", summary)
-    write_tables(summary, out / "results.md")
     if figures:
         from mmanet.figures import write_figures
 
         summary["figures"] = write_figures(summary, out, data)
-        atomic_write_json(out / "results.json", summary)
-        write_tables(summary, out / "results.md")
+    atomic_write_json(out / "results.json", summary)
+    write_tables(summary, out / "results.md")
     return summary
 
 

@@ -192,8 +192,7 @@ class Trainer:
         self.partial_steps = 0  # steps of epoch + 1 already done (an interrupted epoch)
         self.interrupt: int | None = None  # the signal that asked the run to stop
         self.logger: RunLogger | None = None
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision)
-        self.autocast_dtype = dtype
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         if config.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -562,12 +561,11 @@ class Trainer:
         total = F.cross_entropy(
             logits, labels, weight=self.class_weights, ignore_index=ignore, reduction="sum"
         )
-        labelled = labels[labels != ignore]
-        count = (
-            self.class_weights[labelled].sum()
-            if self.class_weights is not None
-            else torch.tensor(float(labelled.numel()), device=logits.device)
-        )
+        valid = labels != ignore
+        if self.class_weights is None:
+            count = valid.sum().to(total.dtype)
+        else:
+            count = self.class_weights[labels[valid]].sum()
         return total / count.clamp_min(torch.finfo(total.dtype).tiny)
 
     def side_loss(self, head: torch.nn.Module, labels: torch.Tensor) -> torch.Tensor | float:
