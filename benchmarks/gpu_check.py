@@ -1,6 +1,6 @@
 """GPU check: SF-MD vs MMANet training steps at the paper's full sizes, on generated data.
 
-Prepared for a CUDA machine (one command, under 5 minutes)::
+Prepared for a CUDA machine (one command, under 5 minutes; it also runs gpu_e2e.py)::
 
     bash benchmarks/gpu_check.sh        # SF at 112x112 and ESANet-R34-NBt1D at 480x640
 
@@ -22,7 +22,6 @@ import argparse
 import statistics
 import tempfile
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -57,28 +56,21 @@ def generated_data(task: str, n: int, size: tuple[int, int]) -> DataBundle:
     )
 
 
-def timed_steps(trainer: Trainer, steps: int, precision: str) -> float:
-    """Seconds per training step (median), the batch drawn once and kept on the device."""
+def timed_steps(trainer: Trainer, steps: int) -> float:
+    """Seconds per training step (median): ``Trainer.train_batch`` (masks, Ω samples,
+    forward, backward, finiteness check, optimizer step) on one batch kept on the device."""
     device = trainer.device
     inputs, labels = next(iter(trainer.train_loader))
     inputs = {k: v.to(device) for k, v in inputs.items()}
     labels = labels.to(device)
-    omega = trainer.miner.omega_lookup(device) if trainer.miner is not None else None
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    omega = trainer.miner.omega_lookup() if trainer.miner is not None else None
+    trainer.model.train()
     times = []
     for _ in range(steps):
-        mask = trainer.sampler.sample(len(labels), trainer.mask_generator).to(device)
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        with autocast:
-            loss, _, _ = trainer.training_step(inputs, labels, mask, omega)
-        trainer.optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(trainer.optimizer)
-        scaler.update()
+        trainer.train_batch(dict(inputs), labels, omega)
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
@@ -97,6 +89,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant")
     parser.add_argument("--channels-last", action="store_true")
     args = parser.parse_args()
+    cuda = args.device.startswith("cuda")
+    # Fixed input sizes: let cuDNN pick the fastest convolution algorithms.
+    torch.backends.cudnn.benchmark = cuda
     config_name, channels, _, full_size, full_batch = TASKS[args.task]
     config = CONFIGS / config_name
     size = tuple(args.size or full_size)
@@ -110,6 +105,8 @@ def main() -> None:
             "tensorboard=false",
             f"data.batch_size={batch}",
             "data.num_workers=0",
+            f"precision={args.precision}",  # the trainer's autocast (and fp16 grad scaler)
+            f"channels_last={str(args.channels_last).lower()}",
         ]
         teacher = Trainer(
             build_config(config, [*common, "method.name=teacher", f"out={tmp}/teacher"]), data
@@ -134,25 +131,25 @@ def main() -> None:
         }
         trainers["mmanet"].miner.omega = sub_masks(drop_one_masks(len(channels))[0])
         for trainer in trainers.values():
-            if args.channels_last:
-                trainer.model.to(memory_format=torch.channels_last)
-            timed_steps(trainer, args.warmup, args.precision)  # warm-up (cuDNN autotune, allocator)
-        if args.device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats()
+            timed_steps(trainer, args.warmup)  # warm-up (cuDNN autotune, allocator)
         medians: dict[str, list[float]] = {name: [] for name in trainers}
+        peak: dict[str, float] = {name: 0.0 for name in trainers}
         for _ in range(args.rounds):
             for name, trainer in trainers.items():
-                medians[name].append(timed_steps(trainer, args.steps, args.precision))
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats()
+                medians[name].append(timed_steps(trainer, args.steps))
+                if cuda:
+                    peak[name] = max(peak[name], torch.cuda.max_memory_allocated() / 2**30)
     step = {name: statistics.median(values) for name, values in medians.items()}
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device
+    device = torch.cuda.get_device_name() if cuda else args.device
     print(
-        f"{device}, {args.task}, {args.precision}, {size[0]}x{size[1]}, batch {batch}, "
-        f"channels_last={args.channels_last}"
+        f"{device}, torch {torch.__version__}, {args.task}, {args.precision}, "
+        f"{size[0]}x{size[1]}, batch {batch}, channels_last={args.channels_last}"
     )
     for name, seconds in step.items():
-        print(f"{name:7s} {seconds * 1e3:8.1f} ms/step  {batch / seconds:8.1f} images/s")
-    if args.device.startswith("cuda"):
-        print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+        memory = f"  peak GPU memory {peak[name]:6.2f} GiB" if cuda else ""
+        print(f"{name:7s} {seconds * 1e3:8.1f} ms/step  {batch / seconds:8.1f} images/s{memory}")
     print(f"RATIO mmanet_step/sf_md_step = {step['mmanet'] / step['sf_md']:.3f}")
 
 

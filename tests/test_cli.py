@@ -36,6 +36,17 @@ def test_demo_trains_every_ablation_and_prints_the_table(tmp_path, capsys):
     assert (out / "seed-0" / "mmanet" / "results_test.json").stat().st_mtime_ns == stamp
 
 
+def test_demo_runs_as_many_jobs_as_the_cpus_hold(monkeypatch):
+    from mmanet.cli import default_jobs
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert default_jobs(1, [0, 1, 2], ["sf_md", "mmanet"]) == 6  # one per run at most
+    assert default_jobs(1, [0], ["sf_md", "mmanet"]) == 2
+    assert default_jobs(2, [0, 1, 2], ["sf_md", "mmanet"]) == 4  # 8 cores / 2 threads
+    assert default_jobs(16, [0, 1, 2], ["sf_md", "mmanet"]) == 1
+    assert default_jobs(0, [0, 1, 2], ["sf_md", "mmanet"]) == 1  # torch's default: all cores
+
+
 def test_train_resume_and_evaluate(tmp_path, capsys):
     run = tmp_path / "run"
     args = fast_overrides(run, **{"method.name": "sf_md", "optim.epochs": 2})
@@ -142,6 +153,8 @@ def test_segmentation_demo_on_the_rendered_scenes(tmp_path, capsys):
         "--out",
         str(out),
         "--no-progress",
+        "--seeds",
+        "1",
         f"data.cache_dir={tmp_path / 'cache'}",
         "data.size=[32,64]",
         "optim.epochs=2",

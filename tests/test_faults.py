@@ -48,6 +48,29 @@ def test_skipping_nonfinite_batches_counts_them_and_keeps_the_weights_finite(tmp
     assert report["average"]["error"] < 90
 
 
+@pytest.mark.parametrize("mode", ["skip", "stop"])
+def test_a_nonfinite_loss_in_another_process_is_skipped_or_stops_here_too(
+    tmp_path, mfeat, monkeypatch, mode
+):
+    """Under DDP the processes sum their non-finite flags: a finite local loss still skips
+    (or stops) when another process saw a non-finite one, so no process steps alone."""
+    overrides = fast_overrides(tmp_path / "run", **{"optim.nonfinite": mode})
+    trainer = Trainer(build_config("configs/mfeat/demo.yaml", overrides), mfeat)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    from mmanet.engine import distributed
+
+    monkeypatch.setattr(distributed, "all_reduce_sum", lambda flag: flag + 1)  # another rank
+    inputs, labels = next(iter(trainer.train_loader))
+    if mode == "stop":
+        with pytest.raises(TrainingError, match="non-finite loss at epoch 3, step 7"):
+            trainer.train_batch(inputs, labels, None, epoch=3, step=7)
+    else:
+        assert trainer.train_batch(inputs, labels, None) is None
+    after = trainer.model.state_dict()
+    kept = before if mode == "skip" else dict(trainer.model.named_parameters())  # + statistics
+    assert all(after[k].equal(before[k]) for k in kept)  # no optimizer step was taken
+
+
 def mmanet_train(run: Path, epochs: int, *extra: str) -> subprocess.Popen:
     args = [
         sys.executable, "-m", "mmanet", "train", "--config", "configs/mfeat/demo.yaml",

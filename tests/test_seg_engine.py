@@ -152,3 +152,28 @@ def test_the_pixel_loss_of_a_batch_without_labelled_pixels_is_zero_not_nan(tmp_p
     labels[0] = 255
     expected = torch.nn.functional.cross_entropy(logits, labels, ignore_index=255)
     torch.testing.assert_close(trainer.task_loss(logits, labels), expected)
+
+
+def test_segmentation_mad_reads_the_fused_map_by_default(tmp_path, nyuv2):
+    """SPEC §3: for segmentation MAD flattens the fused map (method.mad.features=auto);
+    ESANet's fused map is its bottleneck map after the context module."""
+    from mmanet.losses import mad_loss
+    from mmanet.models.esanet import ESANetFeatures
+    from mmanet.models.unified import fused_map
+
+    Trainer(config(tmp_path / "teacher", "teacher"), nyuv2).save()
+    trainer = Trainer(config(tmp_path / "mad", "sf_mad", teacher=str(tmp_path / "teacher")), nyuv2)
+    assert trainer.cfg.method.mad.features == "auto"
+    inputs, labels = next(iter(trainer.train_loader))
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    _, terms, _ = trainer.training_step(inputs, labels, mask, None)
+    with torch.no_grad():
+        out, teacher = trainer.model(inputs, mask), trainer.teacher(inputs)
+        on_fused = mad_loss(out.fused, teacher.fused, teacher.logits)
+        on_head = mad_loss(out.features, teacher.features, teacher.logits)
+    assert out.fused.shape[1] == 8 and out.features.shape[1] == 8  # both maps, different ones
+    torch.testing.assert_close(terms["loss_mad"], on_fused)
+    assert not torch.allclose(on_fused, on_head)
+
+    context = torch.randn(2, 4, 3, 4)
+    assert fused_map(ESANetFeatures(context, [], (96, 128))) is context

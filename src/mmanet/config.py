@@ -98,7 +98,10 @@ class DataConfig:
 class MADConfig:
     relation: Literal["cosine", "gram"] = "cosine"
     weighting: Literal["softmax", "linear", "uniform"] = "softmax"
-    features: Literal["head", "fused"] = "head"  # the head's representation or the fusion output
+    # "fused": the fusion output's map (ESANet: the fused bottleneck map the decoders read);
+    # "head": the head's representation (SF: the layer-4 map, SPEC §5); "auto": fused for
+    # segmentation (SPEC §3), head otherwise.
+    features: Literal["auto", "head", "fused"] = "auto"
     granularity: Literal["sample", "pixel"] = "sample"  # dense maps: every pooled pixel a sample
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tqdm import tqdm
 
 import mmanet
 from mmanet.config import (
@@ -192,17 +193,20 @@ def compare(
     needs_teacher = "teacher" in methods or distils
     if jobs > 1:  # train in parallel processes; the loop below then reads the results
         shared = (out, config_path, overrides, data, split)
-        first = [("teacher", seed, None) for seed in seeds] if needs_teacher else []
         names = Modalities(data.modalities)
         combinations = [names.mask_name(mask) for mask in names.combinations]
-        rest = [
+        runs = [
             (method, seed, combination)
             for seed in seeds
             for method in methods
             if method != "teacher"
             for combination in (combinations if method == "customized" else [None])
         ]
-        run_in_processes([first, rest], shared, jobs)
+        # The teachers first, beside the runs that do not distil; then the ones that do.
+        distilling = [run for run in runs if configs[run[0]].method.distill != "none"]
+        first = [("teacher", seed, None) for seed in seeds] if needs_teacher else []
+        first += [run for run in runs if run not in distilling]
+        run_in_processes([first, distilling], shared, jobs, progress)
     reports: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     for seed in seeds:
         teacher_dir = out / f"seed-{seed}" / "teacher"
@@ -251,23 +255,34 @@ def _init_worker(shared: tuple) -> None:
     code_version()  # as imported
 
 
-def _run_job(job: tuple[str, int, str | None]) -> None:
+def _run_job(job: tuple[str, int, str | None]) -> str:
     out, config_path, overrides, data, split = _worker["shared"]
     method, seed, combination = job
     teacher_dir = None if method in ("teacher", "customized") else out / f"seed-{seed}" / "teacher"
     run_method(
         method, seed, out, config_path, overrides, data, teacher_dir, split, False, combination
     )
+    return f"{method}{f' ({combination})' if combination else ''}, seed {seed}"
 
 
-def run_in_processes(phases: Sequence[Sequence[tuple]], shared: tuple, jobs: int) -> None:
+def run_in_processes(
+    phases: Sequence[Sequence[tuple]], shared: tuple, jobs: int, progress: bool = True
+) -> None:
     """Run the jobs of each phase in a pool of ``jobs`` spawned processes, phase after phase
-    (the teachers before the students that distil from them)."""
+    (the teachers before the students that distil from them), with a bar over the runs."""
     context = multiprocessing.get_context("spawn")  # no fork of a process holding threads
-    with context.Pool(jobs, initializer=_init_worker, initargs=(shared,)) as pool:
+    bar = tqdm(
+        total=sum(len(phase) for phase in phases),
+        desc=f"runs, {jobs} at a time",
+        unit="run",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    with bar, context.Pool(jobs, initializer=_init_worker, initargs=(shared,)) as pool:
         for phase in phases:
-            for _ in pool.imap_unordered(_run_job, phase):
-                pass
+            for finished in pool.imap_unordered(_run_job, phase):
+                bar.set_postfix_str(f"finished {finished}", refresh=False)
+                bar.update()
 
 
 def column_record(

@@ -16,6 +16,7 @@ def make_loader(
     generator: torch.Generator | None = None,
     drop_last: bool = False,
     sampler: Sampler | None = None,
+    pin_memory: bool = False,
 ) -> DataLoader:
     return DataLoader(
         dataset,
@@ -26,5 +27,6 @@ def make_loader(
         drop_last=drop_last,
         num_workers=num_workers,
         collate_fn=collate,
+        pin_memory=pin_memory,  # page-locked batches: copies to a GPU that do not wait
         persistent_workers=num_workers > 0,
     )

@@ -54,7 +54,7 @@ from mmanet.modality import (
     mask_codes,
 )
 from mmanet.models import UnifiedNetwork, build_model
-from mmanet.models.unified import NetworkOutput, select_samples
+from mmanet.models.unified import NetworkOutput, fused_map, select_samples
 from mmanet.provenance import code_version
 
 
@@ -159,7 +159,8 @@ class Trainer:
         self.data_generator = torch.Generator().manual_seed(config.seed + 2)
         self.sampler = self._mask_sampler(m)
         self.fixed_mask = torch.tensor(
-            self._fixed_mask(m), dtype=torch.float32, device=self.device
+            self._fixed_mask(m),
+            dtype=torch.float32,  # on the host, like the sampled masks
         ).unsqueeze(0)
         self.train_sampler = (
             DistributedSampler(self.data.train, shuffle=True, seed=config.seed, drop_last=True)
@@ -177,6 +178,7 @@ class Trainer:
             generator=self.data_generator,
             drop_last=len(self.data.train) > config.data.batch_size * self.world_size,
             sampler=self.train_sampler,
+            pin_memory=self.device.type == "cuda",
         )
         self.class_weights = self._class_weights()
         self.optimizer = build_optimizer(self.model, config.optim)
@@ -431,6 +433,70 @@ class Trainer:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
+    def train_batch(
+        self,
+        inputs: dict[str, torch.Tensor],
+        labels: torch.Tensor,
+        omega: torch.Tensor | None,
+        epoch: int = 0,
+        step: int = 0,
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """One optimisation step on a loader batch: draw the masks, run the training step,
+        back-propagate and update. ``omega`` is the miner's host-side Ω lookup (or None).
+
+        Returns the loss terms, the deployment logits, the labels and the masks (on the
+        device), or None when a non-finite loss was skipped (``optim.nonfinite=skip``).
+        The step waits for the device once, after the backward pass (the finiteness check);
+        the Ω samples are picked on the host, from the host-side masks.
+        """
+        cfg = self.cfg
+        index = inputs.pop(INDEX_KEY, None)  # with method.cache_teacher
+        names = self.model.modalities
+        if cfg.method.dropout:
+            host_mask = self.sampler.sample(len(labels), self.mask_generator)
+        else:
+            host_mask = self.fixed_mask.expand(len(labels), -1)
+            if self.teacher is None:  # the mask is fixed: absent modalities' encoders need not run
+                present = host_mask[0].tolist()
+                inputs = {k: inputs[k] for k, bit in zip(names, present, strict=True) if bit}
+        reg_rows = None
+        if omega is not None:  # indices of the samples whose mask is in Ω
+            reg_rows = self.to_device(omega[mask_codes(host_mask)].nonzero().flatten())
+        mask = self.to_device(host_mask)
+        inputs = {k: self.to_device(v) for k, v in inputs.items()}
+        labels = self.to_device(labels)
+        if cfg.channels_last:
+            inputs = {k: _channels_last(v) for k, v in inputs.items()}
+        skip_bad = cfg.optim.nonfinite == "skip"
+        if skip_bad:  # a skipped batch must not leave its batch-norm statistics behind
+            saved = [buffer.clone() for buffer in self.model.buffers()]
+        with self.autocast():
+            loss, terms, logits = self.step(inputs, labels, mask, reg_rows, index)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        # Every process takes the same decision, so DDP's processes stay in step.
+        bad = distributed.all_reduce_sum((~torch.isfinite(loss.detach())).float())
+        if bad.item():
+            if not skip_bad:
+                raise TrainingError(nonfinite_message(terms, epoch, step))
+            self.optimizer.zero_grad(set_to_none=True)
+            for buffer, value in zip(self.model.buffers(), saved, strict=True):
+                buffer.copy_(value)
+            return None
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return terms, logits, labels, mask
+
+    def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A host tensor on the training device; to a GPU through page-locked memory, so
+        the copy is queued without waiting for the work already queued."""
+        if self.device.type != "cuda" or tensor.device.type != "cpu":
+            return tensor.to(self.device)
+        if not tensor.is_pinned():
+            tensor = tensor.contiguous().pin_memory()  # an expanded mask has shared elements
+        return tensor.to(self.device, non_blocking=True)
+
     def train_epoch(self, epoch: int, skip: int = 0) -> dict[str, Any]:
         """One pass over the training split (its last ``len - skip`` batches when ``skip``
         steps of it were done before an interruption); returns the epoch's log row."""
@@ -438,7 +504,7 @@ class Trainer:
         self.model.train()
         names = self.model.modalities
         m = len(names)
-        omega = self.miner.omega_lookup(self.device) if self.miner is not None else None
+        omega = self.miner.omega_lookup() if self.miner is not None else None  # on the host
         totals: dict[str, torch.Tensor] = {}
         counts: dict[str, int] = defaultdict(int)
         skipped = 0  # batches with a non-finite loss (optim.nonfinite=skip)
@@ -456,38 +522,12 @@ class Trainer:
             disable=not cfg.progress or not distributed.is_main(),
             dynamic_ncols=True,
         )
-        # Without dropout the mask is fixed: absent modalities' encoders need not run.
-        present = [n for n, bit in zip(names, self.fixed_mask[0].tolist(), strict=True) if bit]
         for step, (inputs, labels) in enumerate(bar):
-            index = inputs.pop(INDEX_KEY, None)  # with method.cache_teacher
-            if not cfg.method.dropout and self.teacher is None:
-                inputs = {k: inputs[k] for k in present}
-            inputs = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
-            labels = labels.to(self.device, non_blocking=True)
-            if cfg.method.dropout:
-                mask = self.sampler.sample(len(labels), self.mask_generator).to(self.device)
-            else:
-                mask = self.fixed_mask.expand(len(labels), -1)
-            if cfg.channels_last:
-                inputs = {k: _channels_last(v) for k, v in inputs.items()}
-            skip_bad = cfg.optim.nonfinite == "skip"
-            if skip_bad:  # a skipped batch must not leave its batch-norm statistics behind
-                saved = [buffer.clone() for buffer in self.model.buffers()]
-            with self.autocast():
-                loss, terms, logits = self.step(inputs, labels, mask, omega, index)
-            if not torch.isfinite(loss):
-                if skip_bad:
-                    for buffer, value in zip(self.model.buffers(), saved, strict=True):
-                        buffer.copy_(value)
-                    skipped += 1
-                    continue
-                raise TrainingError(nonfinite_message(terms, epoch, skip + step + 1))
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
-
+            done = self.train_batch(inputs, labels, omega, epoch, skip + step + 1)
+            if done is None:
+                skipped += 1
+                continue
+            terms, logits, labels, mask = done
             for key, value in terms.items():
                 totals[key] = totals.get(key, 0) + value
                 counts[key] += 1
@@ -565,7 +605,8 @@ class Trainer:
         if self.class_weights is None:
             count = valid.sum().to(total.dtype)
         else:
-            count = self.class_weights[labels[valid]].sum()
+            # the weights of the labelled pixels, without boolean indexing (no device sync)
+            count = (self.class_weights[torch.where(valid, labels, 0)] * valid).sum()
         return total / count.clamp_min(torch.finfo(total.dtype).tiny)
 
     def side_loss(self, head: torch.nn.Module, labels: torch.Tensor) -> torch.Tensor | float:
@@ -585,11 +626,14 @@ class Trainer:
         inputs: dict[str, torch.Tensor],
         labels: torch.Tensor,
         mask: torch.Tensor,
-        omega: torch.Tensor | None,
+        reg_rows: torch.Tensor | None,
         index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         """``L = L_task + α·L_MAD + β·L_MAR`` for one batch (SPEC §1), plus the fusion's
         auxiliary terms (``method.aux_weight``) for RFNet / mmFormer.
+
+        ``reg_rows``: the indices of the samples whose mask is in Ω (the regularization
+        head's batch), or None while MAR is inactive.
 
         Returns the loss, its detached terms and the detached deployment logits.
         """
@@ -609,10 +653,13 @@ class Trainer:
 
         if self.teacher is not None:
             teacher_out = self.teacher_outputs(inputs, index)
-            fused = method.mad.features == "fused"
+            features = method.mad.features
+            if features == "auto":
+                features = "fused" if self.data.task == "segmentation" else "head"
+            fused = features == "fused"
             distill = mad_loss(
-                out.fused if fused else out.features,
-                teacher_out.fused if fused else teacher_out.features,
+                fused_map(out.fused) if fused else out.features,
+                fused_map(teacher_out.fused) if fused else teacher_out.features,
                 teacher_out.logits,
                 relation=method.mad.relation,
                 weighting="uniform" if method.distill == "sp" else method.mad.weighting,
@@ -621,22 +668,21 @@ class Trainer:
             loss = loss + method.alpha * distill
             terms["loss_mad"] = distill.detach()
 
-        if omega is not None:
-            selected = omega[mask_codes(mask)]
+        if reg_rows is not None:
             # L_MAR is the mean over the Ω samples, 0 when there are none. A single vector
             # sample is skipped: batch normalisation of (1, c) features is undefined.
-            count = int(selected.sum())
+            count = len(reg_rows)
             vectors = isinstance(out.fused, torch.Tensor) and out.fused.ndim == 2
             if count > 1 or (count == 1 and not vectors):
-                reg_input = select_samples(out.fused, selected)
+                reg_input = select_samples(out.fused, reg_rows)
                 reg_out = self.model.apply_head(reg_input, "reg_head")
-                reg_labels = labels[selected]
+                reg_labels = labels[reg_rows]
                 reg_loss = self.task_loss(reg_out.logits, reg_labels) + self.side_loss(
                     self.model.reg_head, reg_labels
                 )
                 loss = loss + method.beta * reg_loss
                 terms["loss_mar"] = reg_loss.detach()
-            terms["mar_fraction"] = selected.float().mean()
+            terms["mar_fraction"] = torch.tensor(count / len(labels))
 
         terms["loss"] = loss.detach()
         return loss, terms, out.logits.detach()

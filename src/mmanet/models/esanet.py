@@ -85,6 +85,12 @@ class ESANetFeatures:
     skips: list[torch.Tensor]  # fused maps after layer3, layer2, layer1: H/16, H/8, H/4
     input_size: tuple[int, int]  # (H, W), the logits' size
 
+    @property
+    def map(self) -> torch.Tensor:
+        """The fused map of SPEC §3's segmentation MAD: RGB and depth fused after layer4,
+        through the context module — what both decoders read at the bottleneck."""
+        return self.context
+
     def select(self, index: torch.Tensor) -> ESANetFeatures:
         """The features of the samples picked by ``index`` (a boolean or integer index)."""
         return ESANetFeatures(self.context[index], [s[index] for s in self.skips], self.input_size)

@@ -36,6 +36,12 @@ class NetworkOutput:
     logits: torch.Tensor  # (b, k) or (b, k, h, w)
 
 
+def fused_map(fused: Any) -> torch.Tensor:
+    """The map MAD flattens when ``method.mad.features=fused``: the fusion output itself, or
+    its ``map`` (ESANet: the fused bottleneck map after the context module)."""
+    return fused if isinstance(fused, torch.Tensor) else fused.map
+
+
 def select_samples(fused: Any, index: torch.Tensor) -> Any:
     """Samples ``index`` of a fusion output: a tensor, or an object with ``select(index)``."""
     return fused[index] if isinstance(fused, torch.Tensor) else fused.select(index)
