@@ -181,6 +181,10 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
         )
         self.class_weights = self._class_weights()
+        features = method.mad.features  # "auto": the fused map for segmentation (SPEC §3)
+        self.mad_on_fused = features == "fused" or (
+            features == "auto" and self.data.task == "segmentation"
+        )
         self.optimizer = build_optimizer(self.model, config.optim)
         self.scheduler = build_scheduler(self.optimizer, config.optim, len(self.train_loader))
         self.miner = (
@@ -653,10 +657,7 @@ class Trainer:
 
         if self.teacher is not None:
             teacher_out = self.teacher_outputs(inputs, index)
-            features = method.mad.features
-            if features == "auto":
-                features = "fused" if self.data.task == "segmentation" else "head"
-            fused = features == "fused"
+            fused = self.mad_on_fused
             distill = mad_loss(
                 fused_map(out.fused) if fused else out.features,
                 fused_map(teacher_out.fused) if fused else teacher_out.features,
