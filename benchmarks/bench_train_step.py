@@ -10,8 +10,9 @@ samples, batch 64 -> 18 steps per epoch, CPU):
   ``method.mar.warmup_epochs=1``, trains one (untimed) warm-up epoch and then runs
   ``Trainer.mine(1)``, which fixes Ω (31 of the 63 combinations for 6 views).
 - ``teacher_fwd``: reference only, the teacher's no-grad forward pass over the batches
-  of one epoch (same loader settings), i.e. the part of the MMANet overhead that the
-  teacher alone costs.
+  of one epoch (same loader settings) as the trainer runs it (``Trainer.teacher_outputs``:
+  batch norms folded, channels-last on the CPU), i.e. the part of the MMANet overhead
+  that the teacher alone costs.
 
 The teacher is trained for one epoch (``method.name=teacher``) into a temporary folder
 first. Every variant gets one untimed warm-up epoch; then the variants run alternately,
@@ -41,7 +42,7 @@ from typing import Any
 import torch
 from torch.utils.data import Subset
 
-from common import busy_note, load_average  # benchmarks/common.py
+from common import busy_note, load_average, threads_and_reps  # benchmarks/common.py
 from mmanet.config import build_config
 from mmanet.data import DataBundle, TensorMultimodalDataset, build_data
 from mmanet.engine import Trainer
@@ -112,12 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         "or the SF network at 112 x 112 (CASIA-SURF config, generated images)",
     )
     args = parser.parse_args(argv)
-    threads = args.threads if args.threads is not None else (1 if args.quick else None)
-    if threads is not None:
-        torch.set_num_threads(threads)
-    reps = args.reps if args.reps is not None else (2 if args.quick else 7)
-    if reps < 1:
-        parser.error("--reps must be >= 1")
+    reps = threads_and_reps(parser, args, reps=7)
 
     load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="mmanet-bench-") as tmp:
@@ -169,8 +165,6 @@ def main(argv: list[str] | None = None) -> int:
         assert mmanet.miner is not None and mmanet.miner.omega is not None, "Ω was not fixed"
         omega_size = len(mmanet.miner.omega)
 
-        teacher = mmanet.teacher
-        assert teacher is not None
         teacher_loader = make_loader(
             data.train,
             sf_md.cfg.data.batch_size,
@@ -180,10 +174,9 @@ def main(argv: list[str] | None = None) -> int:
             drop_last=len(data.train) > sf_md.cfg.data.batch_size,
         )
 
-        @torch.no_grad()
-        def teacher_epoch() -> None:
+        def teacher_epoch() -> None:  # as the trainer runs it (folded, NHWC on the CPU)
             for inputs, _ in teacher_loader:
-                teacher(inputs)
+                mmanet.teacher_outputs(inputs, None)
 
         teacher_epoch()  # warm-up
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -35,3 +36,15 @@ def busy_note(load: str) -> str | None:
         f"NOTE: 1-min load average {one_minute:.2f} before the start: other processes "
         f"share the {os.cpu_count()} CPUs; {advice}"
     )
+
+
+def threads_and_reps(parser: argparse.ArgumentParser, args: argparse.Namespace, reps: int) -> int:
+    """Set torch's threads from ``--threads`` (1 with ``--quick`` unless given) and return
+    the repetitions: ``--reps``, else ``reps`` (2 with ``--quick``)."""
+    threads = args.threads if args.threads is not None else (1 if args.quick else None)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    chosen = args.reps if args.reps is not None else (2 if args.quick else reps)
+    if chosen < 1:
+        parser.error("--reps must be >= 1")
+    return chosen

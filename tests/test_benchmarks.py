@@ -14,7 +14,13 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "script",
-    ["bench_train_step.py", "bench_evaluate.py", "bench_data_loading.py", "bench_pixel_mad.py"],
+    [
+        "bench_train_step.py",
+        "bench_evaluate.py",
+        "bench_data_loading.py",
+        "bench_pixel_mad.py",
+        "bench_teacher.py",
+    ],
 )
 def test_benchmark_quick_run_prints_ratios(script):
     done = subprocess.run(

@@ -50,6 +50,8 @@ class ResNetEncoder(nn.Module):
     planes (times the block's expansion).
     """
 
+    FOLDABLE = (("conv1", "bn1"),)  # see mmanet.nn.folding
+
     def __init__(
         self, in_channels: int, block: type[nn.Module], layers: Sequence[int], width: int
     ) -> None:

@@ -18,6 +18,7 @@ class NonBottleneck1D(nn.Module):
     """
 
     expansion = 1
+    FOLDABLE = (("conv1x3_1", "bn1"), ("conv1x3_2", "bn2"))  # see mmanet.nn.folding
 
     def __init__(
         self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None

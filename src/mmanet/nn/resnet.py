@@ -25,6 +25,7 @@ class BasicBlock(nn.Module):
     """Two 3x3 convs with a residual connection (ResNet-18/34)."""
 
     expansion = 1
+    FOLDABLE = (("conv1", "bn1"), ("conv2", "bn2"))  # see mmanet.nn.folding
 
     def __init__(
         self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
@@ -48,6 +49,7 @@ class Bottleneck(nn.Module):
     """1x1 reduce, 3x3 (carrying the stride), 1x1 expand by 4, with a residual (ResNet-50)."""
 
     expansion = 4
+    FOLDABLE = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
 
     def __init__(
         self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
@@ -102,6 +104,8 @@ class ResNetStem(nn.Module):
     (b, in_channels, h, w) -> (b, 128 * block.expansion, h/8, w/8); ``layers`` is the number
     of blocks in layer1 and layer2 ((2, 2) for ResNet-18, (3, 4) for ResNet-34/50).
     """
+
+    FOLDABLE = (("conv1", "bn1"),)
 
     def __init__(
         self, in_channels: int = 3, block: Block = BasicBlock, layers: Sequence[int] = (2, 2)
