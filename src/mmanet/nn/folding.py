@@ -3,7 +3,7 @@
 In eval mode, ``BN(conv(x)) = γ (W x + b - μ) / √(σ² + ε) + β`` is one convolution with
 weight ``W s`` and bias ``(b - μ) s + β``, ``s = γ / √(σ² + ε)`` per output channel: the
 same function with one kernel (and one pass over memory) less. The frozen teacher runs
-folded (:meth:`mmanet.engine.Trainer` loads it so).
+folded (:class:`mmanet.engine.Trainer` loads it so).
 
 Which batch norm reads which convolution's output is a fact about a module's ``forward``,
 not about its attributes, so it is never guessed from names:
