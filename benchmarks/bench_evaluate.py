@@ -37,17 +37,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import gc
-import statistics
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
-from common import busy_note, load_average  # benchmarks/common.py
+from common import busy_note, load_average, measure, print_group  # benchmarks/common.py
 from mmanet.config import build_config
 from mmanet.data import build_data
 from mmanet.engine.evaluate import combination_confusions
@@ -76,38 +73,6 @@ def naive_confusions(
             total[i] += confusion_matrix(logits.argmax(dim=1), labels, num_classes)
     model.train(was_training)
     return total
-
-
-def measure(
-    variants: dict[str, Callable[[], object]], reps: int, inner: int
-) -> dict[str, list[float]]:
-    """Per variant, ``reps`` mean times of ``inner`` calls; variants alternate, rotating."""
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    order = list(variants)
-    for fn in variants.values():  # warm-up
-        fn()
-    for rep in range(reps):
-        shift = rep % len(order)
-        for name in order[shift:] + order[:shift]:
-            gc.collect()
-            start = time.perf_counter()
-            for _ in range(inner):
-                variants[name]()
-            times[name].append((time.perf_counter() - start) / inner)
-    return times
-
-
-def print_group(title: str, times: dict[str, list[float]], baseline: str) -> dict[str, float]:
-    median = {name: statistics.median(values) for name, values in times.items()}
-    print(title)
-    print(f"  {'variant':<14} {'median ms':>10} {'min ms':>9} {'max ms':>9} {'÷ ' + baseline:>16}")
-    for name, values in times.items():
-        print(
-            f"  {name:<14} {1e3 * median[name]:>10.2f} {1e3 * min(values):>9.2f} "
-            f"{1e3 * max(values):>9.2f} {median[name] / median[baseline]:>16.2f}"
-        )
-    print()
-    return median
 
 
 def main(argv: list[str] | None = None) -> int:

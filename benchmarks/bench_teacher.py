@@ -9,8 +9,9 @@ in eval mode under ``no_grad``, with random batch-norm statistics:
 - ``nhwc``: channels-last weights and inputs;
 - ``folded_nhwc``: both, what ``Trainer`` does with a teacher on the CPU.
 
-The variants alternate (order rotating every repetition); reported: median time of each
-and its ratio to ``plain``, and the largest difference of the logits from ``plain``'s.
+The variants alternate (order rotating every repetition, ``common.measure``); reported:
+median time of each and its ratio to ``plain``, and the largest difference of the logits
+from ``plain``'s.
 
 Usage::
 
@@ -23,15 +24,19 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import sys
-import time
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from common import busy_note, load_average, threads_and_reps  # benchmarks/common.py
+from common import (  # benchmarks/common.py
+    busy_note,
+    load_average,
+    measure,
+    print_group,
+    threads_and_reps,
+)
 from mmanet.config import ModelConfig, build_config
 from mmanet.experiment import demo_config_path
 from mmanet.models import build_model
@@ -133,19 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = variants(net, inputs)
         reference = runs["plain"]()
         error = max(float((fn() - reference).abs().max()) for fn in runs.values())
-        times: dict[str, list[float]] = {key: [] for key in runs}
-        order = list(runs)
-        for rep in range(reps):
-            shift = rep % len(order)
-            for key in order[shift:] + order[:shift]:
-                start = time.perf_counter()
-                runs[key]()
-                times[key].append(time.perf_counter() - start)
-        median = {key: statistics.median(values) for key, values in times.items()}
-        print(f"\n{name} (largest logit difference from plain: {error:.1e})")
-        print(f"{'variant':<12} {'median ms':>10} {'÷ plain':>8}")
-        for key, value in median.items():
-            print(f"{key:<12} {1000 * value:>10.1f} {value / median['plain']:>8.3f}")
+        title = f"\n{name} (largest logit difference from plain: {error:.1e})"
+        median = print_group(title, measure(runs, reps, inner=1), "plain")
         tag = name.split(",")[0].replace(" ", "_")
         for key in ("folded", "nhwc", "folded_nhwc"):
             print(f"RATIO {tag}/{key}_over_plain = {median[key] / median['plain']:.3f}")

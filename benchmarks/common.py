@@ -1,9 +1,14 @@
-"""Helpers shared by the benchmark scripts: machine load and its warning."""
+"""Helpers shared by the benchmark scripts: machine load and its warning, arguments,
+alternating timing and its table."""
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
+import statistics
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -48,3 +53,35 @@ def threads_and_reps(parser: argparse.ArgumentParser, args: argparse.Namespace, 
     if chosen < 1:
         parser.error("--reps must be >= 1")
     return chosen
+
+
+def measure(
+    variants: dict[str, Callable[[], object]], reps: int, inner: int
+) -> dict[str, list[float]]:
+    """Per variant, ``reps`` mean times of ``inner`` calls; variants alternate, rotating."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    order = list(variants)
+    for fn in variants.values():  # warm-up
+        fn()
+    for rep in range(reps):
+        shift = rep % len(order)
+        for name in order[shift:] + order[:shift]:
+            gc.collect()
+            start = time.perf_counter()
+            for _ in range(inner):
+                variants[name]()
+            times[name].append((time.perf_counter() - start) / inner)
+    return times
+
+
+def print_group(title: str, times: dict[str, list[float]], baseline: str) -> dict[str, float]:
+    median = {name: statistics.median(values) for name, values in times.items()}
+    print(title)
+    print(f"  {'variant':<14} {'median ms':>10} {'min ms':>9} {'max ms':>9} {'÷ ' + baseline:>16}")
+    for name, values in times.items():
+        print(
+            f"  {name:<14} {1e3 * median[name]:>10.2f} {1e3 * min(values):>9.2f} "
+            f"{1e3 * max(values):>9.2f} {median[name] / median[baseline]:>16.2f}"
+        )
+    print()
+    return median

@@ -78,7 +78,7 @@ def test_a_folded_channels_last_network_computes_what_it_did_with_no_batch_norm_
     assert fold_batch_norms(folded) == batch_norms > 0
     assert count(folded, nn.BatchNorm2d) == 0  # the regularization head's too
     folded.to(memory_format=torch.channels_last)
-    inputs = {name: torch.randn(2, *shape) for name, shape in net.input_shapes.items()}
+    inputs = {key: torch.randn(2, *shape) for key, shape in net.input_shapes.items()}
     nhwc = {k: v.contiguous(memory_format=torch.channels_last) for k, v in inputs.items()}
     mask = torch.tensor([[1.0] * len(inputs), [1.0] + [0.0] * (len(inputs) - 1)])
     with torch.no_grad():
