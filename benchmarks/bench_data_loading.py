@@ -46,11 +46,11 @@ def step_throughput(trainer: Trainer, batch, steps: int) -> float:
     inputs, labels = batch
     start = time.perf_counter()
     for _ in range(steps):
-        mask = trainer.sampler.sample(len(labels), trainer.mask_generator)
-        loss, _, _ = trainer.training_step(inputs, labels, mask, None)
-        trainer.optimizer.zero_grad(set_to_none=True)
+        mask = trainer.step.sampler.sample(len(labels), trainer.step.mask_generator)
+        loss, _, _ = trainer.objective(inputs, labels, mask)
+        trainer.step.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        trainer.optimizer.step()
+        trainer.step.optimizer.step()
     return steps * len(labels) / (time.perf_counter() - start)
 
 
@@ -100,7 +100,7 @@ def main() -> None:
     print(f"loading (training augmentation)  {load:9.1f} samples/s  (median of {reps})")
     print(f"SF-MD training step              {train:9.1f} samples/s  (median of {reps})")
     print(
-        f"RATIO loading/training_step = {load / train:.2f} (floor >= 1.5: "
+        f"RATIO loading/objective step = {load / train:.2f} (floor >= 1.5: "
         f"{'OK' if load / train >= 1.5 else 'BELOW FLOOR'})"
     )
 

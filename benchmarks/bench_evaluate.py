@@ -48,11 +48,12 @@ from common import busy_note, load_average, measure, print_group  # benchmarks/c
 from mmanet.config import build_config
 from mmanet.data import build_data
 from mmanet.engine.evaluate import combination_confusions
-from mmanet.engine.trainer import make_loader
+from mmanet.engine.loader import make_loader
 from mmanet.experiment import demo_config_path
 from mmanet.metrics import confusion_matrix
 from mmanet.modality import Mask, all_masks, drop_one_masks, full_mask
 from mmanet.models import UnifiedNetwork, build_model
+from mmanet.tasks import build_task
 
 SF_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "casia_surf" / "base.yaml"
 
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(config.model, data.modalities, data.input_shapes, data.num_classes)
     model.eval()
     k, m = data.num_classes, len(data.modalities)
+    task = build_task(data, config)
     batch = config.data.eval_batch_size
     test_loader = make_loader(data.test, batch, 0)
     mine_loader = make_loader(data.train_eval or data.train, batch, 0)
@@ -130,15 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     mining = [full_mask(m), *drop_one_masks(m)]
 
     # Sanity: the one-pass and the naive confusions agree (up to near-tied argmaxes).
-    one_pass = combination_confusions(model, test_loader, every, k)
+    one_pass = combination_confusions(model, test_loader, every, task)
     naive = naive_confusions(model, test_loader, every, k)
     differing = int((one_pass - naive).abs().sum()) // 2  # each flip moves one count
     assert int(one_pass.sum()) == len(every) * len(data.test)
 
     evaluation = measure(
         {
-            "one_mask": lambda: combination_confusions(model, test_loader, one, k),
-            "all_masks": lambda: combination_confusions(model, test_loader, every, k),
+            "one_mask": lambda: combination_confusions(model, test_loader, one, task),
+            "all_masks": lambda: combination_confusions(model, test_loader, every, task),
             "naive_masks": lambda: naive_confusions(model, test_loader, every, k),
         },
         reps,
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     mine = measure(
         {
-            "mine_one_pass": lambda: combination_confusions(model, mine_loader, mining, k),
+            "mine_one_pass": lambda: combination_confusions(model, mine_loader, mining, task),
             "mine_naive": lambda: naive_confusions(model, mine_loader, mining, k),
         },
         reps,

@@ -10,7 +10,7 @@ samples, batch 64 -> 18 steps per epoch, CPU):
   ``method.mar.warmup_epochs=1``, trains one (untimed) warm-up epoch and then runs
   ``Trainer.mine(1)``, which fixes Ω (31 of the 63 combinations for 6 views).
 - ``teacher_fwd``: reference only, the teacher's no-grad forward pass over the batches
-  of one epoch (same loader settings) as the trainer runs it (``Trainer.teacher_outputs``:
+  of one epoch (same loader settings) as the trainer runs it (``FrozenTeacher``:
   batch norms folded, channels-last on the CPU), i.e. the part of the MMANet overhead
   that the teacher alone costs.
 
@@ -46,7 +46,7 @@ from common import busy_note, load_average, threads_and_reps  # benchmarks/commo
 from mmanet.config import build_config
 from mmanet.data import DataBundle, TensorMultimodalDataset, build_data
 from mmanet.engine import Trainer
-from mmanet.engine.trainer import make_loader
+from mmanet.engine.loader import make_loader
 from mmanet.experiment import demo_config_path
 
 # The issues' floors for MMANet epoch / SF-MD epoch: 1.8 for the bundled demo (core
@@ -162,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             cached.run_dir.mkdir(parents=True, exist_ok=True)
             cached.train_epoch(1)  # builds the cache (untimed)
             cached.mine(1)
-        assert mmanet.miner is not None and mmanet.miner.omega is not None, "Ω was not fixed"
-        omega_size = len(mmanet.miner.omega)
+        assert mmanet.mining is not None and mmanet.mining.omega is not None, "Ω was not fixed"
+        omega_size = len(mmanet.mining.omega)
 
         teacher_loader = make_loader(
             data.train,
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def teacher_epoch() -> None:  # as the trainer runs it (folded, NHWC on the CPU)
             for inputs, _ in teacher_loader:
-                mmanet.teacher_outputs(inputs, None)
+                mmanet.objective.teacher(inputs)
 
         teacher_epoch()  # warm-up
 
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         def run_mmanet() -> None:
             epoch["mmanet"] += 1
             row = mmanet.train_epoch(epoch["mmanet"])
-            if "mar_fraction" not in row or "loss_mar" not in row:
+            if "mar_fraction" not in row or "loss_reg" not in row:
                 raise RuntimeError("MAR was not active in the MMANet epoch")
             mar_fractions.append(row["mar_fraction"])
 

@@ -63,7 +63,7 @@ def timed_steps(trainer: Trainer, steps: int) -> float:
     inputs, labels = next(iter(trainer.train_loader))
     inputs = {k: v.to(device) for k, v in inputs.items()}
     labels = labels.to(device)
-    omega = trainer.miner.omega_lookup() if trainer.miner is not None else None
+    omega = trainer.mining.omega_lookup() if trainer.mining is not None else None
     trainer.model.train()
     times = []
     for _ in range(steps):
@@ -129,7 +129,7 @@ def main() -> None:
                 data,
             ),
         }
-        trainers["mmanet"].miner.omega = sub_masks(drop_one_masks(len(channels))[0])
+        trainers["mmanet"].mining.regularizer.omega = sub_masks(drop_one_masks(len(channels))[0])
         for trainer in trainers.values():
             timed_steps(trainer, args.warmup)  # warm-up (cuDNN autotune, allocator)
         medians: dict[str, list[float]] = {name: [] for name in trainers}

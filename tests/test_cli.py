@@ -89,8 +89,8 @@ def test_console_entry_point():
     )
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        "mmanet: error: model.fusion='mean' is unknown; "
-        "known: default, concat, hemis, lcr, rfnet, mmformer"
+        "mmanet: error: unknown model.fusion='mean'; "
+        "registered: concat, hemis, lcr, mmformer, rfnet"
     )
 
 
@@ -203,7 +203,7 @@ def test_nyuv2_paper_configs_end_to_end_on_the_fixture(tmp_path, capsys):
         assert 0.0 <= metrics["miou"] <= 100.0 and len(metrics["per_class_iou"]) == 40
     assert (student / "predictions" / "sample-0.png").is_file()
     log = [json.loads(line) for line in (student / "log.jsonl").read_text().splitlines()]
-    assert any("loss_mad" in row for row in log) and any("loss_mar" in row for row in log)
+    assert any("loss_distill" in row for row in log) and any("loss_reg" in row for row in log)
     png = tmp_path / "prediction.png"
     rgb = next((root / "test" / "rgb").iterdir())
     assert (

@@ -6,13 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mmanet.config import (
-    METHOD_PRESETS,
-    Config,
-    ConfigError,
-    build_config,
-    parse_overrides,
-)
+from mmanet.config import Config, ConfigError, build_config, parse_overrides
+from mmanet.registry import METHODS
 
 
 def write(tmp_path, text: str, name: str = "run.yaml"):
@@ -112,11 +107,17 @@ def test_mmanet_preset():
     assert method.dropout is True
 
 
-@pytest.mark.parametrize("name", sorted(METHOD_PRESETS))
+@pytest.mark.parametrize("name", METHODS.names())
 def test_every_preset_applies(name):
-    method = build_config(overrides=[f"method.name={name}"]).method
-    for key, value in METHOD_PRESETS[name].items():
-        assert getattr(method, key) == value, key
+    config = build_config(overrides=[f"method.name={name}"])
+    preset = METHODS.get(name)
+    assert (config.method.dropout, config.method.distill, config.method.regularize) == (
+        preset.dropout,
+        preset.distill,
+        preset.regularize,
+    )
+    if preset.fusion is not None:
+        assert (config.model.fusion, config.model.fusion_aux) == (preset.fusion, preset.fusion_aux)
 
 
 def test_teacher_preset_trains_on_complete_data():

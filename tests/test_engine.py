@@ -41,7 +41,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, mfeat, teacher_di
     for key, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
     assert resumed_report["combinations"] == straight_report["combinations"]
-    assert resumed.miner.omega == straight.miner.omega
+    assert resumed.mining.omega == straight.mining.omega
     rows = [json.loads(line) for line in (tmp_path / "resumed" / "log.jsonl").open()]
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
 
@@ -51,10 +51,10 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, mfeat, teacher_di
     [
         ("teacher", {"loss_task"}),
         ("sf_md", {"loss_task"}),
-        ("sf_md_sp", {"loss_task", "loss_mad"}),
-        ("sf_mad", {"loss_task", "loss_mad"}),
-        ("sf_mad_sr", {"loss_task", "loss_mad", "loss_mar"}),
-        ("mmanet", {"loss_task", "loss_mad", "loss_mar"}),
+        ("sf_md_sp", {"loss_task", "loss_distill"}),
+        ("sf_mad", {"loss_task", "loss_distill"}),
+        ("sf_mad_sr", {"loss_task", "loss_distill", "loss_reg"}),
+        ("mmanet", {"loss_task", "loss_distill", "loss_reg"}),
     ],
 )
 def test_each_method_logs_its_loss_terms(tmp_path, mfeat, teacher_dir, method, terms):
@@ -110,10 +110,11 @@ def test_warmup_schedule_and_step_decay(tmp_path, mfeat):
     steps = len(trainer.train_loader)
     base = trainer.cfg.optim.lr
     lrs = []
+    optimizer, scheduler = trainer.step.optimizer, trainer.step.scheduler
     for _ in range(4 * steps):
-        lrs.append(trainer.optimizer.param_groups[0]["lr"])
-        trainer.optimizer.step()
-        trainer.scheduler.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
     assert lrs[0] == pytest.approx(base / (2 * steps))  # linear warm-up from lr / warm-up steps
     assert lrs[2 * steps - 1] == pytest.approx(base)
     assert lrs[2 * steps] == pytest.approx(base)  # epoch 3 at the base rate
@@ -165,17 +166,18 @@ def test_cached_teacher_outputs_replace_the_per_step_teacher_forward(tmp_path, m
             build_config(demo_config_path(), fast_overrides(tmp_path / str(cache), **extra)), mfeat
         )
         calls: list[int] = []
-        trainer.teacher.register_forward_hook(lambda *_, calls=calls: calls.append(1))
+        teacher = trainer.objective.teacher
+        teacher.network.register_forward_hook(lambda *_, calls=calls: calls.append(1))
         trainer.fit()
-        logs[cache] = [row["loss_mad"] for row in trainer.logger.rows]
+        logs[cache] = [row["loss_distill"] for row in trainer.logger.rows]
         steps = 2 * len(trainer.train_loader)
         passes = -(-len(mfeat.train) // trainer.cfg.data.eval_batch_size)  # one split pass
         assert len(calls) == (passes if cache else steps)
     assert logs[True] == pytest.approx(logs[False], rel=1e-2)  # rounding of other batch sizes
     inputs, _ = next(iter(trainer.train_loader))  # the cached trainer: indices in the batch
     index = inputs.pop("__index__")
-    cached = trainer.teacher_outputs(inputs, index)
-    direct = trainer.teacher(inputs)
+    cached = teacher(inputs, index)
+    direct = teacher(inputs)
     for name in ("fused", "features", "logits"):
         torch.testing.assert_close(getattr(cached, name), getattr(direct, name))
 

@@ -41,16 +41,16 @@ def images(batch: int = 2, seed: int = 1) -> dict[str, torch.Tensor]:
 )
 def test_shapes(encoder: str, block: str, skip_width: int) -> None:
     net = build(tiny(encoder, block)).train()
-    out = net(images())
+    out = net.fuse(net.encode(images()), extras=True)
     assert out.logits.shape == (2, NUM_CLASSES, 48, 64)
     assert out.features.shape == (2, 8, 12, 16)  # last decoder module, H/4
     assert out.fused.skips[-1].shape == (2, skip_width, 12, 16)  # layer1 after fusion
-    sides = net.head.side_outputs
+    sides = out.side_logits
     assert [tuple(s.shape[-2:]) for s in sides] == [(2, 2), (3, 4), (6, 8)]
+    assert net(images()).side_logits == []  # only when asked for
     net.eval()
     with torch.no_grad():
         assert net(images()).logits.shape == (2, NUM_CLASSES, 48, 64)
-    assert net.head.side_outputs is None
 
 
 def test_adaptive_context_and_config_keys(tmp_path) -> None:

@@ -13,8 +13,7 @@ import torch
 from conftest import fast_overrides
 from mmanet.cli import main
 from mmanet.config import build_config
-from mmanet.engine import Trainer
-from mmanet.export import load_deployment_network
+from mmanet.engine import Trainer, load_network
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +44,7 @@ def test_onnx_export_matches_pytorch_for_all_63_combinations(demo_run, mfeat, tm
     # independently: real test samples, every combination, one session
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == [*mfeat.modalities, "mask"]
-    model, _ = load_deployment_network(demo_run)
+    model, _ = load_network(demo_run)
     assert not any(k.startswith("reg_head.") for k in model.state_dict())
     views = {name: mfeat.test.views[name][:5] for name in mfeat.modalities}
     masks = torch.tensor(model.modalities.combinations, dtype=torch.float32)
@@ -75,7 +74,7 @@ def test_predict_from_any_subset_of_modality_files(demo_run, mfeat, tmp_path, ca
     assert "modalities used: fou, pix; missing: fac, kar, zer, mor" in printed
     result = json.loads(out.read_text())
     assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
-    model, _ = load_deployment_network(demo_run)
+    model, _ = load_network(demo_run)
     with torch.no_grad():
         inputs = {n: mfeat.test.views[n][:1] for n in ("fou", "pix")}
         expected = model(inputs).logits.softmax(1)[0].tolist()

@@ -56,7 +56,7 @@ FUSIONS = ["default", "concat", "hemis", "lcr", "rfnet", "mmformer"]
 
 
 def _network(name: str, fusion: str) -> nn.Module:
-    cfg = ModelConfig(name=name, fusion=fusion, fusion_aux=True)
+    cfg = ModelConfig(name=name, fusion=fusion, fusion_aux=fusion in ("rfnet", "mmformer"))
     if name == "sf":
         shapes = {modality: (3, 64, 64) for modality in ("color", "depth", "ir")}
         return build_model(cfg, list(shapes), shapes, 2, reg_head=True)
@@ -155,15 +155,16 @@ def test_the_trainers_teacher_runs_folded_and_channels_last_on_the_cpu(tmp_path)
         [*short, f"out={tmp_path / 'mmanet'}", f"method.teacher={teacher_dir}"],
     )
     trainer = Trainer(cfg)
-    assert trainer.teacher is not None and count(trainer.teacher, nn.BatchNorm2d) == 0
-    convs = [sub for sub in trainer.teacher.modules() if isinstance(sub, nn.Conv2d)]
+    teacher = trainer.objective.teacher
+    assert teacher is not None and count(teacher.network, nn.BatchNorm2d) == 0
+    convs = [sub for sub in teacher.network.modules() if isinstance(sub, nn.Conv2d)]
     assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
 
-    raw = load_network(str(teacher_dir), trainer.cfg, trainer.data).eval()
+    raw, _ = load_network(str(teacher_dir))
     assert count(raw, nn.BatchNorm2d) > 0
     inputs, _ = next(iter(trainer.train_loader))
     with torch.no_grad():
         want = raw(inputs)
-    got = trainer.teacher_outputs(inputs, None)
+    got = teacher(inputs)
     torch.testing.assert_close(got.logits, want.logits, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(got.features, want.features, rtol=1e-4, atol=1e-4)

@@ -8,9 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmanet.fusion import FUSIONS, ConcatFusion, build_fusion
-from mmanet.fusion.common import modality_losses
+from mmanet.errors import ConfigError
+from mmanet.fusion import ConcatFusion, build_fusion
 from mmanet.fusion.mmformer import sinusoidal_2d
+from mmanet.outputs import AuxiliaryLogits
+from mmanet.registry import FUSIONS
+from mmanet.tasks import ClassificationTask, SegmentationTask
 
 NAMES = list(FUSIONS)
 KINDS = ["vector", "map"]
@@ -72,7 +75,8 @@ def test_shapes_and_finite(name: str, m: int, kind: str) -> None:
 def test_invariant_to_absent_inputs(name: str, kind: str, train: bool) -> None:
     torch.manual_seed(0)
     channels = [8, 16, 4]
-    fusion = build_fusion(name, channels, NUM_CLASSES, aux=True).train(train)
+    aux = name in ("rfnet", "mmformer")  # the fusions with auxiliary heads
+    fusion = build_fusion(name, channels, NUM_CLASSES, aux=aux).train(train)
     mask = make_mask(6, 3)
     features = make_features(channels, 6, kind)
     noisy = perturb_absent(features, mask)
@@ -127,7 +131,9 @@ def test_absent_modality_parameters_are_ignored(name: str) -> None:
 
 
 def test_unknown_name() -> None:
-    with pytest.raises(ValueError, match=r"'nope'.*concat.*hemis.*lcr.*rfnet.*mmformer"):
+    with pytest.raises(
+        ValueError, match=r"'nope'; registered: concat, hemis, lcr, mmformer, rfnet"
+    ):
         build_fusion("nope", [8, 8], NUM_CLASSES)
 
 
@@ -247,27 +253,33 @@ def seg_labels(batch: int) -> torch.Tensor:
     return labels
 
 
+def task_for(labels: torch.Tensor):
+    names = [str(k) for k in range(NUM_CLASSES)]
+    return ClassificationTask(names) if labels.ndim == 1 else SegmentationTask(names, 255)
+
+
 @pytest.mark.parametrize("labels_kind", ["class", "segmentation"])
 @pytest.mark.parametrize("name", ["rfnet", "mmformer"])
 def test_auxiliary_loss(name: str, labels_kind: str) -> None:
     torch.manual_seed(0)
-    fusion = build_fusion(name, [8, 16, 8], NUM_CLASSES, aux=True, regions=NUM_CLASSES)
+    dense = labels_kind == "segmentation"
+    fusion = build_fusion(
+        name, [8, 16, 8], NUM_CLASSES, aux=True, regions=NUM_CLASSES, region_supervision=dense
+    )
     mask = make_mask(6, 3)
     mask[:, 2] = 0.0  # a modality present in no sample is skipped
     mask[mask.sum(1) == 0, 0] = 1.0
     labels = torch.randint(0, NUM_CLASSES, (6,)) if labels_kind == "class" else seg_labels(6)
-    fusion(make_features([8, 16, 8], 6, "map"), mask)
-    loss = fusion.auxiliary_loss(labels, ignore_index=255)
+    fused, heads = fusion.forward_auxiliary(make_features([8, 16, 8], 6, "map"), mask)
+    loss = task_for(labels).auxiliary_loss(heads, labels)
     assert loss is not None and loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
     assert fusion.head.weight.grad is not None and fusion.head.weight.grad.abs().sum() > 0
-    assert fusion.auxiliary_loss(labels) is None  # cleared
-    if name == "rfnet":  # region deep supervision only for segmentation labels with K == k
+    if name == "rfnet":  # region deep supervision only for dense labels with K == k
         region_grad = fusion.generator[2].weight.grad
-        assert (region_grad is not None) == (labels_kind == "segmentation")
-    fusion.eval()
-    fusion(make_features([8, 16, 8], 6, "map"), mask)
-    assert fusion.auxiliary_loss(labels) is None
+        assert (region_grad is not None) == dense
+        assert len(heads) == 3 + dense
+    torch.testing.assert_close(fusion(make_features([8, 16, 8], 6, "map"), mask), fused)
 
 
 @pytest.mark.parametrize("name", ["rfnet", "mmformer"])
@@ -276,27 +288,34 @@ def test_auxiliary_loss_vectors_and_off(name: str) -> None:
     features = make_features([8, 8], 4, "vector")
     labels = torch.randint(0, NUM_CLASSES, (4,))
     fusion = build_fusion(name, [8, 8], NUM_CLASSES, aux=True)
-    fusion(features, mask)
-    assert torch.isfinite(fusion.auxiliary_loss(labels))
+    _, heads = fusion.forward_auxiliary(features, mask)
+    assert torch.isfinite(task_for(labels).auxiliary_loss(heads, labels))
     off = build_fusion(name, [8, 8], NUM_CLASSES)
-    off(features, mask)
-    assert off.auxiliary_loss(labels) is None
+    assert off.forward_auxiliary(features, mask)[1] == []
+    assert task_for(labels).auxiliary_loss([], labels) is None
 
 
-def test_modality_losses_match_hand_computation() -> None:
+def test_a_fusion_without_auxiliary_heads_refuses_aux() -> None:
+    with pytest.raises(ConfigError, match=r"model\.fusion=hemis has no auxiliary heads"):
+        build_fusion("hemis", [8, 8], NUM_CLASSES, aux=True)
+
+
+def test_auxiliary_losses_match_hand_computation() -> None:
+    """Σ_i of the cross-entropy of head i over the samples where modality i is present."""
     torch.manual_seed(0)
     logits = [torch.randn(4, NUM_CLASSES, 2, 2) for _ in range(3)]
     mask = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    heads = [AuxiliaryLogits(x, mask[:, i]) for i, x in enumerate(logits)]
     labels = torch.randint(0, NUM_CLASSES, (4,))
     expected = sum(
         F.cross_entropy(x[mask[:, i] > 0].mean((2, 3)), labels[mask[:, i] > 0])
         for i, x in enumerate(logits[:2])
     )
-    assert torch.allclose(modality_losses(logits, mask, labels, None), expected)
+    assert torch.allclose(task_for(labels).auxiliary_loss(heads, labels), expected)
     seg = seg_labels(4)
     up = [F.interpolate(x, size=(8, 8), mode="bilinear", align_corners=False) for x in logits]
     expected = sum(
         F.cross_entropy(x[mask[:, i] > 0], seg[mask[:, i] > 0], ignore_index=255)
         for i, x in enumerate(up[:2])
     )
-    assert torch.allclose(modality_losses(logits, mask, seg, 255), expected)
+    assert torch.allclose(task_for(seg).auxiliary_loss(heads, seg), expected)

@@ -7,9 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmanet.config import FUSION_METHODS, ConfigError, ESANetConfig, ModelConfig, build_config
+from mmanet.config import ConfigError, ESANetConfig, ModelConfig, build_config
 from mmanet.modality import all_masks
 from mmanet.models import build_model
+from mmanet.registry import METHODS
+from mmanet.tasks import ClassificationTask, SegmentationTask
+
+FUSION_METHODS = [name for name, method in METHODS.items() if method.fusion is not None]
 
 BUILDERS = {
     # builder: (model config, input shapes, classes)
@@ -63,7 +67,7 @@ def test_presets_select_the_fusion_module():
     assert mixed.model.fusion == "rfnet" and mixed.method.distill == "mad"
     with pytest.raises(ConfigError, match=r"method\.name=hemis trains model\.fusion=hemis"):
         build_config(overrides=["method.name=hemis", "model.fusion=lcr"])
-    with pytest.raises(ConfigError, match=r"model\.fusion_aux needs"):
+    with pytest.raises(ConfigError, match=r"model\.fusion_aux: model\.fusion=hemis has no aux"):
         build_config(overrides=["model.fusion=hemis", "model.fusion_aux=true"])
 
 
@@ -98,8 +102,10 @@ def test_auxiliary_losses_reach_a_training_step(builder, fusion):
     label_shape = (4, *next(iter(shapes.values()))[1:]) if builder == "esanet" else (4,)
     labels = torch.randint(0, classes, label_shape)
     mask = torch.tensor([[1] * len(shapes), [1] + [0] * (len(shapes) - 1)] * 2).float()
-    net(batch, mask)
-    aux = net.fusion.auxiliary_loss(labels, 255)
+    out = net.fuse(net.encode(batch), mask, extras=True)
+    names = [str(k) for k in range(classes)]
+    task = SegmentationTask(names, 255) if builder == "esanet" else ClassificationTask(names)
+    aux = task.auxiliary_loss(out.auxiliary, labels)
     assert aux is not None and torch.isfinite(aux) and aux > 0
     aux.backward()
     grads = [p.grad for n, p in net.fusion.named_parameters() if "aux" in n or "head" in n]

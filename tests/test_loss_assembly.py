@@ -53,12 +53,17 @@ class FixedMasks:
 def train_step(trainer: Trainer, inputs, labels, masks=MASKS, omega=None) -> dict[str, float]:
     """One real optimisation step on (inputs, labels) with the given per-sample masks and
     Ω; returns its loss terms as floats."""
-    trainer.sampler = FixedMasks(masks)
+    trainer.step.sampler = FixedMasks(masks)
     if omega is not None:
-        trainer.miner.omega = list(omega)
-    lookup = trainer.miner.omega_lookup() if trainer.miner is not None else None
+        trainer.mining.regularizer.omega = list(omega)
+    lookup = trainer.mining.omega_lookup() if trainer.mining is not None else None
     terms, *_ = trainer.train_batch(dict(inputs), labels.clone(), lookup)
     return {key: float(value) for key, value in terms.items()}
+
+
+def teacher_of(trainer: Trainer):
+    """The run's frozen teacher: ``teacher(inputs) -> NetworkOutput`` on complete inputs."""
+    return trainer.objective.teacher
 
 
 # -- formulas written out ----------------------------------------------------------------
@@ -147,8 +152,8 @@ def make_trainer(out, data, method: str, teacher=None, **extra) -> Trainer:
     if teacher is not None:
         settings["method.teacher"] = str(teacher)
     trainer = Trainer(build_config(demo_config_path(), fast_overrides(out, **settings)), data)
-    if trainer.teacher is not None:
-        trainer.teacher = TemperedTeacher(trainer.teacher)
+    if teacher_of(trainer) is not None:
+        teacher_of(trainer).network = TemperedTeacher(teacher_of(trainer).network)
     return trainer
 
 
@@ -197,7 +202,7 @@ def test_without_extra_terms_the_loss_is_the_task_loss_under_the_step_masks(
     _, _, logits = deployment(trainer.model, inputs, masks)
     expected = cross_entropy(logits, labels)
     terms = train_step(trainer, inputs, labels)
-    assert set(terms) >= {"loss", "loss_task"} and "loss_mad" not in terms
+    assert set(terms) >= {"loss", "loss_task"} and "loss_distill" not in terms
     assert terms["loss_task"] == pytest.approx(expected, rel=1e-5)
     assert terms["loss"] == pytest.approx(expected, rel=1e-5)
 
@@ -226,7 +231,7 @@ def test_distillation_total_is_task_plus_alpha_times_mad(
     trainer = make_trainer(tmp_path, data, method, teacher_dir, **{"method.mad.features": features})
     fused, representation, logits = deployment(trainer.model, inputs, MASKS)
     with torch.no_grad():
-        teacher = trainer.teacher(inputs)  # the complete inputs, no mask
+        teacher = teacher_of(trainer)(inputs)  # the complete inputs, no mask
     student = fused if features == "fused" else representation
     teacher_map = teacher.fused if features == "fused" else teacher.features
     task = cross_entropy(logits, labels)
@@ -237,7 +242,7 @@ def test_distillation_total_is_task_plus_alpha_times_mad(
     assert abs(mad - other) > 1e-3 * mad  # the teacher's entropies differ: SP ≠ MAD here
     terms = train_step(trainer, inputs, labels)
     assert terms["loss_task"] == pytest.approx(task, rel=1e-5)
-    assert terms["loss_mad"] == pytest.approx(mad, rel=1e-5)
+    assert terms["loss_distill"] == pytest.approx(mad, rel=1e-5)
     assert terms["loss"] == pytest.approx(task + ALPHA * mad, rel=1e-5)
 
 
@@ -252,7 +257,7 @@ def test_regularization_is_the_reg_heads_loss_on_the_omega_rows_times_beta(
     assert 1 < len(rows) < len(MASKS)
     fused, _, logits = deployment(trainer.model, inputs, MASKS)
     with torch.no_grad():
-        teacher = trainer.teacher(inputs)
+        teacher = teacher_of(trainer)(inputs)
     _, reg_logits = trainer.model.reg_head(fused[rows])
     _, deployment_logits = trainer.model.head(fused[rows])
     task = cross_entropy(logits, labels)
@@ -263,8 +268,8 @@ def test_regularization_is_the_reg_heads_loss_on_the_omega_rows_times_beta(
     assert abs(mad - mar) > 1e-2 * mar  # so exchanging α and β changes the total
     terms = train_step(trainer, inputs, labels, omega=omega)
     assert terms["loss_task"] == pytest.approx(task, rel=1e-5)
-    assert terms["loss_mad"] == pytest.approx(mad, rel=1e-5)
-    assert terms["loss_mar"] == pytest.approx(mar, rel=1e-5)
+    assert terms["loss_distill"] == pytest.approx(mad, rel=1e-5)
+    assert terms["loss_reg"] == pytest.approx(mar, rel=1e-5)
     assert terms["mar_fraction"] == pytest.approx(len(rows) / len(MASKS))
     assert terms["loss"] == pytest.approx(task + ALPHA * mad + BETA * mar, rel=1e-5)
 
@@ -272,10 +277,10 @@ def test_regularization_is_the_reg_heads_loss_on_the_omega_rows_times_beta(
 def test_regularization_is_off_until_omega_is_mined(tmp_path, data, batch, teacher_dir):
     inputs, labels = batch
     trainer = make_trainer(tmp_path, data, "mmanet", teacher_dir)
-    assert trainer.miner.omega is None
+    assert trainer.mining.omega is None
     terms = train_step(trainer, inputs, labels)
-    assert "loss_mar" not in terms
-    assert terms["loss"] == pytest.approx(terms["loss_task"] + ALPHA * terms["loss_mad"], 1e-5)
+    assert "loss_reg" not in terms
+    assert terms["loss"] == pytest.approx(terms["loss_task"] + ALPHA * terms["loss_distill"], 1e-5)
 
 
 @pytest.mark.parametrize("fusion", ["hemis", "lcr"])
@@ -360,7 +365,8 @@ def test_mining_reads_the_configured_split(tmp_path, data, teacher_dir, split):
     expected, other = (g_on(data.train), g_on(data.val))[:: 1 if split == "train" else -1]
     assert not torch.allclose(expected, other, rtol=1e-3)  # the splits tell apart
     trainer.mine(1)
-    torch.testing.assert_close(trainer.miner.memory_bank[0], expected, rtol=1e-4, atol=1e-6)
+    bank = trainer.mining.regularizer.memory_bank
+    torch.testing.assert_close(bank[0], expected, rtol=1e-4, atol=1e-6)
 
 
 # -- segmentation (a tiny ESANet on the NYUv2 fixture) ------------------------------------
@@ -425,14 +431,14 @@ def test_segmentation_loss_sums_side_outputs_with_class_weights_and_reg_decoder(
     weights = median_frequency_weights(nyuv2.train_eval, 40)
     inputs, labels = collate([nyuv2.train[i] for i in range(4)])
     model = trainer.model
-    out = model(inputs, SEG_MASKS)
-    sides = list(model.head.side_outputs)
+    out = model.fuse(model.encode(inputs), SEG_MASKS, extras=True)
+    sides = out.side_logits
     assert len(sides) == 3 and sides[0].shape[-1] < sides[-1].shape[-1] < labels.shape[-1]
     rows = omega_rows(SEG_MASKS, SEG_OMEGA)
-    reg = model.apply_head(out.fused.select(rows), "reg_head")
-    reg_sides = list(model.reg_head.side_outputs)
+    reg = model.apply_head(out.fused.select(rows), "reg_head", extras=True)
+    reg_sides = reg.side_logits
     with torch.no_grad():
-        teacher = trainer.teacher(inputs)
+        teacher = teacher_of(trainer)(inputs)
     task = decoder_loss(out.logits, sides, labels, weights)
     unweighted = decoder_loss(out.logits, sides, labels, torch.ones_like(weights))
     assert abs(task - unweighted) > 1e-3 * task  # the class weights matter here
@@ -440,8 +446,8 @@ def test_segmentation_loss_sums_side_outputs_with_class_weights_and_reg_decoder(
     mad = hand_mad(out.fused.map, teacher.fused.map, teacher.logits, "softmax")  # fused map
     terms = train_step(trainer, inputs, labels, SEG_MASKS, SEG_OMEGA)
     assert terms["loss_task"] == pytest.approx(task, rel=1e-4)
-    assert terms["loss_mad"] == pytest.approx(mad, rel=1e-4)
-    assert terms["loss_mar"] == pytest.approx(mar, rel=1e-4)
+    assert terms["loss_distill"] == pytest.approx(mad, rel=1e-4)
+    assert terms["loss_reg"] == pytest.approx(mar, rel=1e-4)
     assert terms["loss"] == pytest.approx(task + ALPHA * mad + BETA * mar, rel=1e-4)
 
 

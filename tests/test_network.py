@@ -9,6 +9,7 @@ from mmanet.config import ModelConfig
 from mmanet.engine import combination_confusions, make_loader
 from mmanet.modality import all_masks
 from mmanet.models import build_model
+from mmanet.tasks import ClassificationTask
 
 SHAPES = {"a": (5,), "b": (3,), "c": (12,)}
 
@@ -73,7 +74,8 @@ def test_all_combinations_run_each_encoder_once_per_batch(mfeat):
         )
     loader = make_loader(mfeat.test, batch_size=128, num_workers=0)
     masks = all_masks(len(mfeat.modalities))
-    confusions = combination_confusions(model, loader, masks, 10)
+    task = ClassificationTask(mfeat.class_names)
+    confusions = combination_confusions(model, loader, masks, task)
     assert confusions.shape == (63, 10, 10)
     assert all(int(c.sum()) == len(mfeat.test) for c in confusions)
     assert set(calls.values()) == {len(loader)}

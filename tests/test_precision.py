@@ -31,8 +31,9 @@ def test_mixed_precision_trains_and_checkpoints_its_scaler(tmp_path, mfeat, prec
     assert math.isfinite(report["average"]["error"]) and report["average"]["error"] < 90
     state = load_training_state(latest_checkpoint(run))
     assert bool(state["scaler"]) == (precision == "fp16")  # fp16 keeps the loss scale
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     with trainer.autocast():
-        assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype == trainer.autocast_dtype
+        assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype == dtype
 
 
 def test_unknown_precision_is_a_config_error():

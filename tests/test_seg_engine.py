@@ -15,6 +15,7 @@ from mmanet.data.seg_fixtures import write_nyuv2
 from mmanet.engine import Trainer, combination_confusions, make_loader
 from mmanet.fusion import ConcatFusion
 from mmanet.models import MODELS, UnifiedNetwork
+from mmanet.tasks import SegmentationTask
 
 
 class TinyDecoder(nn.Module):
@@ -54,9 +55,9 @@ def nyuv2(tmp_path_factory):
 
 @pytest.fixture(autouse=True, scope="module")
 def tiny_model():
-    MODELS["tiny_seg"] = build_tiny_seg
+    MODELS.register("tiny_seg", build_tiny_seg)
     yield
-    del MODELS["tiny_seg"]
+    MODELS.unregister("tiny_seg")
 
 
 def config(out, method, teacher=None):
@@ -93,7 +94,7 @@ def test_segmentation_teacher_and_mmanet_report_miou_per_combination(tmp_path, n
     with Image.open(tmp_path / "mmanet" / "predictions" / "sample-0.png") as panel:
         assert panel.width >= 6 * 32  # rgb | depth | truth | rgb | depth | rgb+depth
     rows = [json.loads(line) for line in (tmp_path / "mmanet" / "log.jsonl").open()]
-    assert {"loss_task", "loss_mad", "loss_mar"} <= set(rows[-1])
+    assert {"loss_task", "loss_distill", "loss_reg"} <= set(rows[-1])
     assert all(
         0 <= rows[-1][f"train_acc/{n}"] <= 100
         for n in ("rgb", "depth", "rgb+depth")
@@ -104,7 +105,8 @@ def test_segmentation_teacher_and_mmanet_report_miou_per_combination(tmp_path, n
 def test_void_pixels_are_left_out_of_the_confusions(nyuv2):
     model = build_tiny_seg(None, nyuv2.modalities, nyuv2.input_shapes, 40, False)
     loader = make_loader(nyuv2.test, batch_size=4, num_workers=0)
-    confusions = combination_confusions(model, loader, [(1, 1)], 40, ignore_index=255)
+    task = SegmentationTask(nyuv2.class_names, 255)
+    confusions = combination_confusions(model, loader, [(1, 1)], task)
     labelled = sum(int((nyuv2.test[i][1] != 255).sum()) for i in range(len(nyuv2.test)))
     assert int(confusions.sum()) == labelled
     assert labelled < len(nyuv2.test) * 24 * 32  # the fixtures do have void pixels
@@ -119,39 +121,36 @@ def test_median_frequency_class_weights_enter_the_pixel_loss(tmp_path, nyuv2):
     cfg.data.class_weighting = "median_frequency"
     weighted = Trainer(cfg, nyuv2)
     expected = median_frequency_weights(nyuv2.train_eval, 40).float()
-    assert torch.allclose(weighted.class_weights, expected)
+    assert torch.allclose(weighted.task.class_weights, expected)
     logits = torch.randn(2, 40, 24, 32)
     labels = nyuv2.test[0][1].expand(2, -1, -1).clone()
     manual = torch.nn.functional.cross_entropy(logits, labels, weight=expected, ignore_index=255)
-    assert torch.allclose(weighted.task_loss(logits, labels), manual)
-    assert not torch.allclose(plain.task_loss(logits, labels), manual)
+    assert torch.allclose(weighted.task.loss(logits, labels), manual)
+    assert not torch.allclose(plain.task.loss(logits, labels), manual)
 
 
 def test_side_outputs_add_their_pixel_loss_at_their_own_resolution(tmp_path, nyuv2):
-    trainer = Trainer(config(tmp_path, "sf_md"), nyuv2)
+    task = Trainer(config(tmp_path, "sf_md"), nyuv2).task
     labels = nyuv2.test[0][1][None]  # (1, 24, 32), with void pixels
-    head = nn.Module()
     side = torch.randn(1, 40, 12, 16)
-    head.side_outputs = [side]
     small = labels[:, ::2, ::2]  # nearest downsampling by 2 picks the even rows / columns
     expected = nn.functional.cross_entropy(side, small, ignore_index=255)
-    assert torch.allclose(trainer.side_loss(head, labels), expected)
-    head.side_outputs = None
-    assert trainer.side_loss(head, labels) == 0.0
+    assert torch.allclose(task.side_loss([side], labels), expected)
+    assert task.side_loss([], labels) == 0.0
 
 
 def test_the_pixel_loss_of_a_batch_without_labelled_pixels_is_zero_not_nan(tmp_path, nyuv2):
     trainer = Trainer(config(tmp_path, "sf_md"), nyuv2)
     logits = torch.randn(2, 40, 6, 8, requires_grad=True)
     void = torch.full((2, 6, 8), 255)
-    loss = trainer.task_loss(logits, void)
+    loss = trainer.task.loss(logits, void)
     assert loss.item() == 0.0
     loss.backward()
     assert torch.isfinite(logits.grad).all()
     labels = torch.randint(0, 40, (2, 6, 8))
     labels[0] = 255
     expected = torch.nn.functional.cross_entropy(logits, labels, ignore_index=255)
-    torch.testing.assert_close(trainer.task_loss(logits, labels), expected)
+    torch.testing.assert_close(trainer.task.loss(logits, labels), expected)
 
 
 def test_segmentation_mad_reads_the_fused_map_by_default(tmp_path, nyuv2):
@@ -159,20 +158,20 @@ def test_segmentation_mad_reads_the_fused_map_by_default(tmp_path, nyuv2):
     ESANet's fused map is its bottleneck map after the context module."""
     from mmanet.losses import mad_loss
     from mmanet.models.esanet import ESANetFeatures
-    from mmanet.models.unified import fused_map
+    from mmanet.outputs import fused_map
 
     Trainer(config(tmp_path / "teacher", "teacher"), nyuv2).save()
     trainer = Trainer(config(tmp_path / "mad", "sf_mad", teacher=str(tmp_path / "teacher")), nyuv2)
     assert trainer.cfg.method.mad.features == "auto"
     inputs, labels = next(iter(trainer.train_loader))
     mask = torch.tensor([[1.0, 1.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-    _, terms, _ = trainer.training_step(inputs, labels, mask, None)
+    _, terms, _ = trainer.objective(inputs, labels, mask)
     with torch.no_grad():
-        out, teacher = trainer.model(inputs, mask), trainer.teacher(inputs)
+        out, teacher = trainer.model(inputs, mask), trainer.objective.teacher(inputs)
         on_fused = mad_loss(out.fused, teacher.fused, teacher.logits)
         on_head = mad_loss(out.features, teacher.features, teacher.logits)
     assert out.fused.shape[1] == 8 and out.features.shape[1] == 8  # both maps, different ones
-    torch.testing.assert_close(terms["loss_mad"], on_fused)
+    torch.testing.assert_close(terms["loss_distill"], on_fused)
     assert not torch.allclose(on_fused, on_head)
 
     context = torch.randn(2, 4, 3, 4)

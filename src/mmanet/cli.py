@@ -1,15 +1,39 @@
-"""The ``mmanet`` command: train, evaluate, demo, compare, export, predict."""
+"""The ``mmanet`` command: train, evaluate, demo, compare, export, predict.
+
+Parsing the command line imports neither torch nor the library's models: each command
+imports what it needs when it runs, and the choices of an option are read from the
+registries only when they are shown or checked.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from mmanet.config import build_config, parse_overrides
-from mmanet.errors import USER_ERRORS, TrainingError, TrainingInterrupted
+from mmanet.errors import USER_ERRORS, DataError, TrainingError, TrainingInterrupted
+
+
+class LazyChoices:
+    """An option's choices, computed when argparse first shows or checks them."""
+
+    def __init__(self, names: Callable[[], list[str]]) -> None:
+        self._names = names
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+
+def demo_tasks() -> list[str]:
+    """The registered tasks that have a bundled demo."""
+    from mmanet.registry import TASKS
+
+    return [name for name, task in TASKS.items() if task.demo_config]
 
 
 def _overrides_help() -> str:
@@ -17,25 +41,27 @@ def _overrides_help() -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from mmanet.engine import Trainer
+    from mmanet.config import build_config
+    from mmanet.methods import get_method
 
     config = build_config(args.config, args.overrides)
-    if config.method.name == "customized" and config.method.combination is None:
+    if get_method(config.method.name).per_combination and config.method.combination is None:
         return _train_customized(args, config)
-    from mmanet.engine import distributed
+    from mmanet.engine import Trainer, distributed
 
     try:
         report = Trainer(config).fit(resume=args.resume, stop_after=args.stop_after)
     finally:
         distributed.shutdown()  # torchrun: leave the process group together
     if report is not None and distributed.rank_from_env() == 0:
-        _print_report(report, config.data.bona_fide_class is not None)
+        _print_report(report)
         print(f"results: {Path(config.out) / 'results_test.json'}")
     return 0
 
 
 def _train_customized(args: argparse.Namespace, config) -> int:
-    """method.name=customized without a combination: one model per combination."""
+    """A per-combination method without a combination: one model per combination."""
+    from mmanet.config import parse_overrides
     from mmanet.data import build_data
     from mmanet.experiment import run_customized
     from mmanet.io import atomic_write_json
@@ -48,47 +74,56 @@ def _train_customized(args: argparse.Namespace, config) -> int:
         parse_overrides(args.overrides),
         build_data(config.data),
         progress=config.progress,
+        method=config.method.name,
     )
     atomic_write_json(out / "results_test.json", report)
-    _print_report(report, config.data.bona_fide_class is not None)
+    _print_report(report)
     print(f"results: {out / 'results_test.json'}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from mmanet.config import build_config
     from mmanet.data import build_data
-    from mmanet.engine import evaluate_split, load_network
-    from mmanet.engine.trainer import resolve_device
+    from mmanet.engine import evaluate_split, load_network, resolve_device
     from mmanet.io import atomic_write_json
+    from mmanet.tasks import build_task
 
     run = Path(args.run)
     config = build_config(run / "config.yaml", args.overrides)
     data = build_data(config.data)
     device = resolve_device(config.device)
-    model = load_network(
-        args.checkpoint or run, config, data, reg_head=config.method.regularize != "none"
-    ).to(device)
-    results = evaluate_split(model, data, config, args.split, device)
+    model, _ = load_network(args.checkpoint or run, modalities=data.modalities, model=config.model)
+    task = build_task(data, config).to(device)
+    results = evaluate_split(
+        model.to(device),
+        data,
+        task,
+        args.split,
+        device,
+        config.data.eval_batch_size,
+        config.data.num_workers,
+    )
     report = {"method": config.method.name, "split": args.split, **results}
     atomic_write_json(run / f"results_{args.split}.json", report)
-    _print_report(report, config.data.bona_fide_class is not None)
+    _print_report(report)
     return 0
 
 
-DEMO_SEEDS = {"classification": 1, "segmentation": 3}  # segmentation: see docs/demo.md
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
-    from mmanet.experiment import ABLATION_METHODS, SEGMENTATION_METHODS, compare, demo_config_path
+    from mmanet.config import build_config, parse_overrides
+    from mmanet.experiment import compare, demo_config_path
+    from mmanet.methods import methods_in
+    from mmanet.registry import TASKS
     from mmanet.report import comparison_table
 
-    segmentation = args.task == "segmentation"
-    methods = SEGMENTATION_METHODS if segmentation else ABLATION_METHODS
+    task = TASKS.get(args.task)
+    methods = methods_in(task.demo_methods)
     config_path = args.config or demo_config_path(args.task)
     overrides = parse_overrides(args.overrides)
-    seeds = list(range(args.seeds if args.seeds is not None else DEMO_SEEDS[args.task]))
+    seeds = list(range(args.seeds if args.seeds is not None else task.demo_seeds))
     jobs = args.jobs or default_jobs(build_config(config_path, overrides).threads, seeds, methods)
-    out = Path(args.out or ("runs/demo_segmentation" if segmentation else "runs/demo"))
+    out = Path(args.out or f"runs/demo_{args.task}")
     summary = compare(
         methods,
         seeds=seeds,
@@ -116,6 +151,7 @@ def default_jobs(threads: int, seeds: Sequence[int], methods: Sequence[str]) -> 
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from mmanet.config import parse_overrides
     from mmanet.experiment import compare, demo_config_path, resolve_methods
     from mmanet.report import comparison_table
 
@@ -150,7 +186,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from mmanet.data import DataError
     from mmanet.predict import predict_files, predict_manifest
 
     files = _modality_files(args.modality_files)
@@ -161,39 +196,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
         count = predict_manifest(args.checkpoint, Path(args.manifest), out)
         print(f"{count} predictions written: {out}")
         return 0
-    result = predict_files(args.checkpoint, files)
+    result, task = predict_files(args.checkpoint, files)
     used, missing = result["modalities_used"], result["modalities_missing"]
     print(f"modalities used: {', '.join(used)}; missing: {', '.join(missing) or 'none'}")
-    if "probabilities" in result:
-        ranked = sorted(result["probabilities"].items(), key=lambda item: -item[1])
-        for name, probability in ranked:
-            print(f"  {name:<20} {probability:.4f}")
-        if args.out:
-            from mmanet.io import atomic_write_json
-
-            atomic_write_json(Path(args.out), result)
-            print(f"written: {args.out}")
-        return 0
-    from PIL import Image
-
-    from mmanet.segmentation_images import colorize
-
-    out = Path(args.out or "prediction.png")
-    colours = colorize(result["label_map"])
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        Image.fromarray(colours).save(tmp, format="PNG")
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    print(f"segmentation ({len(result['class_names'])} classes) written: {out}")
+    for line in task.write_prediction(result, Path(args.out) if args.out else None):
+        print(line)
     return 0
 
 
 def _modality_files(tokens: Sequence[str]) -> dict[str, str]:
     """``["--rgb", "a.png", "--ir", "c.png"]`` -> ``{"rgb": "a.png", "ir": "c.png"}``."""
-    from mmanet.data import DataError
-
     files: dict[str, str] = {}
     items = list(tokens)
     while items:
@@ -204,22 +216,16 @@ def _modality_files(tokens: Sequence[str]) -> dict[str, str]:
     return files
 
 
-def _print_report(report: dict, binary: bool) -> None:
+def _print_report(report: dict) -> None:
     from mmanet.report import metrics_table
 
-    first = next(iter(report["combinations"].values()))
-    if "miou" in first:
-        metrics: tuple[str, ...] = ("miou", "pixel_accuracy")
-    elif binary:
-        metrics = ("acer", "apcer", "bpcer")
-    else:
-        metrics = ("error", "accuracy")
-    print(metrics_table(report, metrics))
+    print(metrics_table(report, report["metrics"]))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mmanet", description=__doc__)
+    parser = argparse.ArgumentParser(prog="mmanet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    tasks = LazyChoices(demo_tasks)
 
     train = sub.add_parser("train", help="train one method (teacher, sf_md, ..., mmanet)")
     train.add_argument("--config", help="YAML config file")
@@ -237,13 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("overrides", nargs="*", help=_overrides_help())
     evaluate.set_defaults(func=cmd_evaluate)
 
-    demo = sub.add_parser(
-        "demo", help="the paper's ablations on the bundled Multiple Features data"
-    )
+    demo = sub.add_parser("demo", help="the paper's ablations on a bundled dataset")
     demo.add_argument(
-        "--seeds",
-        type=int,
-        help="number of seeds (0, 1, ...); default 1 for classification, 3 for segmentation",
+        "--seeds", type=int, help="number of seeds (0, 1, ...); default: the task's demo's"
     )
     demo.add_argument(
         "--jobs",
@@ -253,14 +255,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--task",
         default="classification",
-        choices=["classification", "segmentation"],
+        choices=tasks,
         help="classification: Multiple Features; segmentation: rendered RGB-D scenes",
     )
-    demo.add_argument("--out", help="output folder (default runs/demo[_segmentation])")
+    demo.add_argument("--out", help="output folder (default runs/demo_<task>)")
     demo.add_argument("--config", help="YAML config (default: the bundled demo config)")
     demo.add_argument("--split", default="test", choices=["val", "test"])
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.add_argument("overrides", nargs="*", help=_overrides_help())
+    demo.set_defaults(func=cmd_demo)
 
     compare = sub.add_parser(
         "compare",
@@ -269,14 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--config", help="dataset YAML config (default: the bundled demo of --task)"
     )
-    compare.add_argument(
-        "--task", default="classification", choices=["classification", "segmentation"]
-    )
+    compare.add_argument("--task", default="classification", choices=tasks)
     compare.add_argument(
         "--methods",
         default="all",
-        help="comparison | distillation | regularization | ablation | all (default), "
-        "or comma-separated names, e.g. sf_md,rfnet,mmanet",
+        help="a table (comparison, distillation, regularization, ablation, headline), all "
+        "(default), or comma-separated names, e.g. sf_md,rfnet,mmanet",
     )
     compare.add_argument("--seeds", type=int, default=1, help="number of seeds (0, 1, ...)")
     compare.add_argument("--out", help="output folder (default runs/compare_<task>)")
@@ -305,18 +306,17 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--manifest", help="CSV, one path column per modality (classification)")
     predict.add_argument("--out", help="JSON / PNG (segmentation) / CSV (--manifest) to write")
     predict.set_defaults(func=cmd_predict)
-    demo.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
-    if args.command == "predict":
-        args.modality_files = unknown  # --<modality> FILE pairs, named by the checkpoint
-    elif unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
+        args, unknown = parser.parse_known_args(argv)
+        if args.command == "predict":
+            args.modality_files = unknown  # --<modality> FILE pairs, named by the checkpoint
+        elif unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         return args.func(args)
     except USER_ERRORS as err:
         print(f"mmanet: error: {err}", file=sys.stderr)

@@ -8,6 +8,7 @@ value of the wrong type is a :class:`ConfigError` naming the dotted key.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -17,9 +18,16 @@ from typing import Any, Literal
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A configuration value or key that cannot be used; the message names it."""
+from mmanet.errors import ConfigError
+from mmanet.registry import (
+    DATASETS,
+    DISTILLATIONS,
+    FUSIONS,
+    LOSS_TERMS,
+    METHODS,
+    MODELS,
+    REGULARIZERS,
+)
 
 
 @dataclass
@@ -118,8 +126,9 @@ class MethodConfig:
     dropout: bool = True  # per-sample modality dropout; False trains on complete data
     combination: str | None = None  # "customized": train on this one combination, e.g. "rgb+ir"
     mask_probabilities: list[float] | None = None  # per combination, all_masks order
-    distill: Literal["none", "sp", "mad"] = "none"
-    regularize: Literal["none", "sr", "mar"] = "none"
+    distill: str = "none"  # a registered distillation loss (sp, mad, ...) or none: α's term
+    regularize: str = "none"  # a registered regularizer (sr, mar, ...) or none: β's term
+    terms: dict[str, float] = field(default_factory=dict)  # more registered loss terms: weights
     alpha: float = 30.0
     beta: float = 0.5
     aux_weight: float = 1.0  # the fusion's auxiliary losses (model.fusion_aux)
@@ -149,6 +158,9 @@ class OptimConfig:
 
 @dataclass
 class Config:
+    # Python modules (names, or .py files) to import first: your own registered models,
+    # fusions, datasets, tasks, methods or loss terms (mmanet.plugins)
+    imports: list[str] = field(default_factory=list)
     seed: int = 0
     device: str = "cpu"  # "cpu", "cuda", "cuda:1", or "auto"
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default
@@ -166,45 +178,6 @@ class Config:
     # miner reduce in fp32 whatever this says. channels_last: NHWC convolutions.
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = False
-
-
-# The paper's methods (SPEC §6 ablations) as switch settings of the one training loop.
-METHOD_PRESETS: dict[str, dict[str, Any]] = {
-    "teacher": {"dropout": False, "distill": "none", "regularize": "none"},
-    "customized": {"dropout": False, "distill": "none", "regularize": "none"},
-    "sf_md": {"dropout": True, "distill": "none", "regularize": "none"},
-    "sf_md_sp": {"dropout": True, "distill": "sp", "regularize": "none"},
-    "sf_mad": {"dropout": True, "distill": "mad", "regularize": "none"},
-    "sf_mad_sr": {"dropout": True, "distill": "mad", "regularize": "sr"},
-    "mmanet": {"dropout": True, "distill": "mad", "regularize": "mar"},
-}
-
-# The unified comparison methods (paper Tables 2-5): modality dropout with another fusion
-# module; the preset also selects ``model.fusion`` (and its auxiliary heads).
-FUSION_METHODS = ("hemis", "lcr", "rfnet", "mmformer")
-for _name in FUSION_METHODS:
-    METHOD_PRESETS[_name] = {"dropout": True, "distill": "none", "regularize": "none"}
-
-METHOD_TITLES = {
-    "teacher": "Teacher",
-    "customized": "Customized",
-    "sf_md": "SF-MD",
-    "sf_md_sp": "SF-MD+SP",
-    "sf_mad": "SF-MD+MAD",
-    "sf_mad_sr": "SF-MAD+SR",
-    "hemis": "HeMIS",
-    "lcr": "LCR",
-    "rfnet": "RFNet",
-    "mmformer": "mmFormer",
-    "mmanet": "MMANet",
-}
-
-
-def method_titles(model_name: str) -> dict[str, str]:
-    """Column titles; the paper calls the segmentation baselines ESANet-MD, ESANet-MAD, ..."""
-    if model_name != "esanet":
-        return dict(METHOD_TITLES)
-    return {key: title.replace("SF-", "ESANet-") for key, title in METHOD_TITLES.items()}
 
 
 def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
@@ -275,24 +248,52 @@ def build_config(
     raw: dict[str, Any] = {}
     for layer in layers:
         raw = deep_merge(raw, layer)
+    imports = raw.get("imports") or []
+    if not isinstance(imports, list):
+        raise ConfigError(f"config key 'imports' must be a list, got {imports!r}")
+    from mmanet.plugins import import_user_modules
+
+    import_user_modules(imports)  # before the names below are looked up
     method_name = (raw.get("method") or {}).get("name", MethodConfig.name)
-    if method_name in METHOD_PRESETS:
-        raw = deep_merge({"method": METHOD_PRESETS[method_name]}, raw)
-    if method_name in FUSION_METHODS:
-        fusion = {"fusion": method_name, "fusion_aux": method_name in ("rfnet", "mmformer")}
-        raw = deep_merge({"model": fusion}, raw)
+    raw = deep_merge(METHODS.get(method_name).preset(), raw)
     config = from_dict(Config, raw)
     validate(config)
     return config
 
 
+def config_from_record(record: Mapping[str, Any], where: str = "config") -> Config:
+    """The config a run or checkpoint recorded (its user modules imported), validated."""
+    if not isinstance(record, Mapping):
+        raise ConfigError(f"{where} must be a mapping, got {type(record).__name__}")
+    from mmanet.plugins import import_user_modules
+
+    import_user_modules(record.get("imports") or [])
+    config = from_dict(Config, record)
+    validate(config)
+    return config
+
+
 def validate(config: Config) -> None:
-    """Checks that span several keys."""
-    method, optim = config.method, config.optim
-    if method.name not in METHOD_PRESETS:
-        raise ConfigError(
-            f"unknown method.name={method.name!r}; known: {', '.join(METHOD_PRESETS)}"
-        )
+    """Checks that span several keys, and every name against its registry."""
+    method, optim, model = config.method, config.optim, config.model
+    preset = METHODS.get(method.name)
+    MODELS.check(model.name)
+    DATASETS.check(config.data.name)
+    if model.fusion_aux and (
+        model.fusion == "default"
+        or "aux" not in inspect.signature(FUSIONS.get(model.fusion)).parameters
+    ):
+        raise ConfigError(f"model.fusion_aux: model.fusion={model.fusion} has no auxiliary heads")
+    if model.fusion != "default":
+        FUSIONS.check(model.fusion)
+    if method.distill != "none":
+        DISTILLATIONS.check(method.distill)
+    if method.regularize != "none":
+        REGULARIZERS.check(method.regularize)
+    for term, weight in method.terms.items():
+        LOSS_TERMS.check(term)
+        if weight < 0:
+            raise ConfigError(f"method.terms.{term} must be >= 0, got {weight}")
     if method.alpha < 0:
         raise ConfigError(f"method.alpha must be >= 0, got {method.alpha}")
     if method.beta < 0:
@@ -313,24 +314,15 @@ def validate(config: Config) -> None:
         )
     if method.regularize == "mar" and method.mar.warmup_epochs < 1:
         raise ConfigError("method.mar.warmup_epochs must be >= 1")
-    known_fusions = ("default", "concat", *FUSION_METHODS)
-    if config.model.fusion not in known_fusions:
-        raise ConfigError(
-            f"model.fusion={config.model.fusion!r} is unknown; known: {', '.join(known_fusions)}"
-        )
-    if config.model.fusion_aux and config.model.fusion not in ("rfnet", "mmformer"):
-        raise ConfigError(
-            f"model.fusion_aux needs model.fusion=rfnet or mmformer, not {config.model.fusion!r}"
-        )
     if method.aux_weight < 0:
         raise ConfigError(f"method.aux_weight must be >= 0, got {method.aux_weight}")
-    if method.name in FUSION_METHODS and config.model.fusion != method.name:
+    if preset.fusion is not None and model.fusion != preset.fusion:
         raise ConfigError(
-            f"method.name={method.name} trains model.fusion={method.name}, "
-            f"but model.fusion={config.model.fusion!r}"
+            f"method.name={method.name} trains model.fusion={preset.fusion}, "
+            f"but model.fusion={model.fusion!r}"
         )
-    if method.combination and method.name != "customized":
-        raise ConfigError("method.combination is only for method.name=customized")
+    if method.combination and not preset.per_combination:
+        raise ConfigError(f"method.combination is not for method.name={method.name}")
     if config.data.modalities is not None and not config.data.modalities:
         raise ConfigError("data.modalities is empty; name at least one modality (or omit it)")
     if config.data.batch_size < 1:
@@ -401,6 +393,20 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
 
 def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
+
+
+def differences(
+    first: Mapping[str, Any], second: Mapping[str, Any], prefix: str = ""
+) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, first's value, second's value)`` for every key whose values differ."""
+    found = []
+    for key in dict.fromkeys([*first, *second]):
+        a, b = first.get(key), second.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            found += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            found.append((f"{prefix}{key}", a, b))
+    return found
 
 
 def save_config(config: Config, path: str | Path) -> None:

@@ -18,55 +18,38 @@ import yaml
 from tqdm import tqdm
 
 import mmanet
-from mmanet.config import (
-    METHOD_PRESETS,
-    METHOD_TITLES,
-    Config,
-    ConfigError,
-    build_config,
-    deep_merge,
-    method_titles,
-    to_dict,
-)
+from mmanet.config import Config, build_config, deep_merge, to_dict
 from mmanet.data import DataBundle, build_data
 from mmanet.engine import Trainer
+from mmanet.errors import ConfigError
 from mmanet.io import atomic_write_json, atomic_write_text
+from mmanet.methods import TABLES, get_method, method_titles, methods_in
 from mmanet.metrics import summarize
 from mmanet.modality import Modalities
+from mmanet.models import baseline_title
 from mmanet.provenance import code_version
+from mmanet.registry import METHODS, TASKS
 from mmanet.report import LOWER_IS_BETTER, aggregate, comparison_table
+from mmanet.tasks import build_task
 
-ABLATION_METHODS = ["sf_md", "sf_md_sp", "sf_mad", "sf_mad_sr", "mmanet"]
-SEGMENTATION_METHODS = ["sf_md", "mmanet"]  # ESANet-MD and MMANet (paper Table 4)
-COMPARISON_METHODS = ["customized", "sf_md", "hemis", "lcr", "rfnet", "mmformer", "mmanet"]
-DISTILLATION_ABLATION = ["sf_md", "sf_md_sp", "sf_mad"]  # paper Table 6, upper half
-REGULARIZATION_ABLATION = ["sf_mad", "sf_mad_sr", "mmanet"]  # paper Table 6, lower half
 # The tables a comparison writes, each when all of its methods were run.
-TABLES = [
-    ("Comparison with the unified methods", COMPARISON_METHODS),
-    ("Ablation: MAD vs SP", DISTILLATION_ABLATION),
-    ("Ablation: MAR vs SR", REGULARIZATION_ABLATION),
-]
-METHOD_LISTS = {
-    "comparison": COMPARISON_METHODS,
-    "distillation": DISTILLATION_ABLATION,
-    "regularization": REGULARIZATION_ABLATION,
-    "ablation": ABLATION_METHODS,
-    "all": list(dict.fromkeys(COMPARISON_METHODS + ABLATION_METHODS)),
-}
+WRITTEN_TABLES = ("comparison", "distillation", "regularization")
 
 
 def resolve_methods(spec: str) -> list[str]:
-    """``"all"``, a list name of :data:`METHOD_LISTS`, or comma-separated method names."""
-    if spec in METHOD_LISTS:
-        return list(METHOD_LISTS[spec])
+    """``"all"`` (every method of the paper's tables), a table of
+    :data:`mmanet.methods.TABLES`, or comma-separated method names."""
+    if spec == "all":
+        return list(dict.fromkeys(methods_in("comparison") + methods_in("ablation")))
+    if spec in TABLES:
+        return methods_in(spec)
     methods = [m.strip() for m in spec.split(",") if m.strip()]
-    known = set(METHOD_PRESETS) - {"teacher"}
     for method in methods:
-        if method not in known:
+        if method not in METHODS or method == "teacher":
+            known = [name for name in METHODS if name != "teacher"]
             raise ConfigError(
-                f"unknown method {method!r} in --methods; use one of {', '.join(METHOD_LISTS)} "
-                f"or names from {', '.join(sorted(known))}"
+                f"unknown method {method!r} in --methods; use all, one of "
+                f"{', '.join(TABLES)}, or names from {', '.join(known)}"
             )
     if not methods:
         raise ConfigError("--methods names no method")
@@ -120,24 +103,27 @@ def run_customized(
     data: DataBundle,
     split: str = "test",
     progress: bool = True,
+    method: str = "customized",
 ) -> dict[str, Any]:
-    """The customized baseline: one model per combination, each tested on its own one."""
+    """A per-combination method (the customized baseline): one model per combination,
+    each tested on its own one."""
     names = Modalities(data.modalities)
     per_combination, per_model = {}, []
     for mask in names.combinations:
         name = names.mask_name(mask)
         report = run_method(
-            "customized", seed, out, config_path, overrides, data, None, split, progress, name
+            method, seed, out, config_path, overrides, data, None, split, progress, name
         )
         per_combination[name] = report["combinations"][name]
         per_model.append(report)
     versions = {str(r.get("code_version")) for r in per_model}
     return {
-        "method": "customized",
+        "method": method,
         "split": split,
         "code_version": ", ".join(sorted(versions)),
         "combinations": per_combination,
         **summarize(per_combination),
+        "metrics": per_model[0]["metrics"],
     }
 
 
@@ -184,7 +170,7 @@ def compare(
     base = build_config(config_path, overrides)
     data = build_data(base.data)
     if metric is None:
-        metric = default_metric(data, base)
+        metric = build_task(data, base).default_metric
     configs = {
         m: build_config(config_path, deep_merge(overrides, {"method": {"name": m}}))
         for m in methods
@@ -200,7 +186,7 @@ def compare(
             for seed in seeds
             for method in methods
             if method != "teacher"
-            for combination in (combinations if method == "customized" else [None])
+            for combination in (combinations if get_method(method).per_combination else [None])
         ]
         # The teachers first, beside the runs that do not distil; then the ones that do.
         distilling = [run for run in runs if configs[run[0]].method.distill != "none"]
@@ -218,8 +204,10 @@ def compare(
         for method in methods:
             if method == "teacher":
                 continue
-            if method == "customized":
-                report = run_customized(seed, out, config_path, overrides, data, split, progress)
+            if get_method(method).per_combination:
+                report = run_customized(
+                    seed, out, config_path, overrides, data, split, progress, method
+                )
             else:
                 report = run_method(
                     method, seed, out, config_path, overrides, data, teacher_dir, split, progress
@@ -233,7 +221,7 @@ def compare(
         "code_version": code_version(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "config": to_dict(base),
-        "titles": method_titles(base.model.name),
+        "titles": method_titles(baseline_title(base.model)),
         "teacher": aggregate(reports["teacher"]) if "teacher" in reports else None,
         "methods": {m: aggregate(reports[m]) for m in students},
         "columns": {m: column_record(configs[m], reports[m], seeds, out) for m in students},
@@ -258,7 +246,8 @@ def _init_worker(shared: tuple) -> None:
 def _run_job(job: tuple[str, int, str | None]) -> str:
     out, config_path, overrides, data, split = _worker["shared"]
     method, seed, combination = job
-    teacher_dir = None if method in ("teacher", "customized") else out / f"seed-{seed}" / "teacher"
+    own = method == "teacher" or get_method(method).per_combination  # no teacher to read
+    teacher_dir = None if own else out / f"seed-{seed}" / "teacher"
     run_method(
         method, seed, out, config_path, overrides, data, teacher_dir, split, False, combination
     )
@@ -303,25 +292,20 @@ def column_record(
     }
 
 
-def default_metric(data: DataBundle, config: Config) -> str:
-    if data.task == "segmentation":
-        return "miou"
-    return "acer" if config.data.bona_fide_class is not None else "error"
-
-
 def write_tables(summary: Mapping[str, Any], path: Path) -> str:
     """The paper's tables in markdown: one per group of :data:`TABLES` that was run (rows =
     combinations + averages, columns = methods, best per row in bold, mean ± std over
     seeds), every method together, and where each column came from."""
     metric, methods = summary["metric"], summary["methods"]
-    titles = summary.get("titles", METHOD_TITLES)
+    titles = summary.get("titles") or method_titles()
     seeds = summary["seeds"]
     sections = [
         f"# Comparison ({metric} in %, {summary['split']} split, "
         f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}; "
         f"{'lower' if metric in LOWER_IS_BETTER else 'higher'} is better)"
     ]
-    for title, group in TABLES:
+    for table in WRITTEN_TABLES:
+        title, group = TABLES[table], methods_in(table)
         present = [m for m in group if m in methods]
         if len(present) == len(group) and len(present) < len(methods):
             table = comparison_table({m: methods[m] for m in present}, metric, titles=titles)
@@ -351,6 +335,9 @@ def write_tables(summary: Mapping[str, Any], path: Path) -> str:
 
 
 def demo_config_path(task: str = "classification") -> Path:
-    """The bundled demo: Multiple Features, or the rendered RGB-D scenes for segmentation."""
-    folder = "rendered" if task == "segmentation" else "mfeat"
-    return Path(mmanet.__file__).parent / "configs" / folder / "demo.yaml"
+    """The bundled demo config of a task (Multiple Features for classification, the
+    rendered RGB-D scenes for segmentation)."""
+    config = TASKS.get(task).demo_config
+    if config is None:
+        raise ConfigError(f"the task {task!r} has no bundled demo")
+    return Path(mmanet.__file__).parent / "configs" / config

@@ -19,43 +19,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmanet.config import Config, from_dict
-from mmanet.engine.checkpoint import (
-    CheckpointError,
-    check_weights,
-    load_meta,
-    load_model_state,
-    resolve_checkpoint,
-)
+from mmanet.engine.network import load_network
 from mmanet.io import atomic_write_json
 from mmanet.modality import Modalities
-from mmanet.models import UnifiedNetwork, build_model
+from mmanet.models import Builder, UnifiedNetwork
 from mmanet.provenance import code_version
-
-
-def load_deployment_network(checkpoint: str | Path) -> tuple[UnifiedNetwork, dict[str, Any]]:
-    """The deployment network of a run or checkpoint folder (eval mode) and its metadata;
-    built from the checkpoint's own JSON sidecar, so no dataset is needed."""
-    path = resolve_checkpoint(checkpoint)
-    meta = load_meta(path)
-    try:
-        config = from_dict(Config, meta["config"])
-        modalities, shapes = meta["modalities"], meta["input_shapes"]
-        classes = meta["class_names"]
-    except KeyError as err:
-        raise CheckpointError(f"{path / 'meta.json'}: no {err.args[0]!r} entry") from None
-    for name in modalities:
-        if name not in shapes:
-            raise CheckpointError(f"{path / 'meta.json'}: no input shape for modality {name!r}")
-    model = build_model(config.model, modalities, shapes, len(classes), reg_head=False)
-    state = {k: v for k, v in load_model_state(path).items() if not k.startswith("reg_head.")}
-    check_weights(model.state_dict(), state, path)  # names the first weight that differs
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: weights do not fit the network: {first}") from None
-    return model.eval(), {**meta, "checkpoint": str(path)}
 
 
 class DeploymentGraph(nn.Module):
@@ -84,11 +52,17 @@ def example_inputs(
     return (*inputs, rows)
 
 
-def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17) -> dict[str, Any]:
-    """Write ``out`` (ONNX) and ``out`` + ``.json``; return the sidecar's content."""
+def export_onnx(
+    checkpoint: str | Path, out: str | Path, opset: int = 17, builder: Builder | None = None
+) -> dict[str, Any]:
+    """Write ``out`` (ONNX) and ``out`` + ``.json``; return the sidecar's content.
+
+    ``builder``: the network's builder when it is not a registered one (a network from
+    :func:`mmanet.models.from_encoders`).
+    """
     import onnxruntime
 
-    model, meta = load_deployment_network(checkpoint)
+    model, meta = load_network(checkpoint, builder=builder)
     names = model.modalities
     masks = torch.tensor(names.combinations, dtype=torch.float32)
     graph = DeploymentGraph(model).eval()
@@ -162,4 +136,4 @@ def onnx_summary(sidecar: dict[str, Any]) -> str:
     )
 
 
-__all__ = ["export_onnx", "load_deployment_network", "onnx_summary"]
+__all__ = ["export_onnx", "onnx_summary"]

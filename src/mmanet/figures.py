@@ -26,8 +26,19 @@ from mmanet.config import build_config
 from mmanet.data import DataBundle
 from mmanet.engine.evaluate import combination_scores
 from mmanet.engine.loader import make_loader
+from mmanet.methods import get_method
 from mmanet.modality import Modalities
+from mmanet.registry import TASKS
 from mmanet.report import LOWER_IS_BETTER, row_groups
+
+
+def _first(methods: Sequence[str], distill: str, regularize: str) -> str | None:
+    """The first method of the comparison with these loss terms."""
+    for name in methods:
+        method = get_method(name)
+        if (method.distill, method.regularize) == (distill, regularize):
+            return name
+    return None
 
 
 def write_figures(summary: Mapping[str, Any], out: Path, data: DataBundle) -> list[str]:
@@ -38,19 +49,17 @@ def write_figures(summary: Mapping[str, Any], out: Path, data: DataBundle) -> li
     written = [bar_chart(summary, out / "bars.png")]
     seed = summary["seeds"][0]
     runs = out / f"seed-{seed}"
-    methods = summary["methods"]
-    if "sf_md_sp" in methods and "sf_mad" in methods and data.task == "classification":
+    methods = list(summary["methods"])
+    sp, mad = _first(methods, "sp", "none"), _first(methods, "mad", "none")
+    if sp and mad and TASKS.get(data.task).sample_scores:
         written.append(
             sp_vs_mad_figure(
-                runs / "sf_md_sp",
-                runs / "sf_mad",
-                data,
-                summary["split"],
-                out / "fig4_sp_vs_mad.png",
+                runs / sp, runs / mad, data, summary["split"], out / "fig4_sp_vs_mad.png"
             )
         )
-    if "mmanet" in methods and (runs / "mmanet" / "log.jsonl").is_file():
-        written.append(warmup_figure(runs / "mmanet", out / "fig5_warmup.png"))
+    mar = _first(methods, "mad", "mar")
+    if mar and (runs / mar / "log.jsonl").is_file():
+        written.append(warmup_figure(runs / mar, out / "fig5_warmup.png"))
     return [Path(path).name for path in written]
 
 
@@ -100,7 +109,7 @@ def two_class_outputs(
     from mmanet.engine import load_network
 
     config = build_config(run / "config.yaml")
-    model = load_network(run, config, data)
+    model, _ = load_network(run, modalities=data.modalities)
     loader = make_loader(data.split(split), config.data.eval_batch_size, num_workers=0)
     masks = Modalities(data.modalities).combinations
     with torch.no_grad():

@@ -18,11 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmanet.config import Config, from_dict
-from mmanet.data import DataError
+from mmanet.config import Config
 from mmanet.data.manifest import read_array
-from mmanet.export import load_deployment_network
+from mmanet.engine.network import checkpoint_config, load_network
+from mmanet.errors import DataError
 from mmanet.models import UnifiedNetwork
+from mmanet.registry import TASKS
+from mmanet.tasks import Task
 
 FACE_DATA = ("casia_surf", "cefa")
 RGBD_DATA = ("nyuv2", "rendered", "cityscapes")
@@ -102,31 +104,32 @@ def check_modalities(given: Sequence[str], model: UnifiedNetwork) -> None:
             )
 
 
+def checkpoint_task(meta: Mapping[str, Any]) -> Task:
+    """The task a checkpoint was trained for (what its predictions are)."""
+    return TASKS.get(meta.get("task", "classification"))(meta["class_names"])
+
+
 @torch.no_grad()
-def predict_files(checkpoint: str | Path, files: Mapping[str, str | Path]) -> dict[str, Any]:
-    """Class probabilities (or a label map) for one sample given as ``{modality: file}``."""
-    model, meta = load_deployment_network(checkpoint)
+def predict_files(
+    checkpoint: str | Path, files: Mapping[str, str | Path]
+) -> tuple[dict[str, Any], Task]:
+    """The task's prediction (class probabilities, a label map) for one sample given as
+    ``{modality: file}``, and the task (which writes it)."""
+    model, meta = load_network(checkpoint)
     check_modalities(list(files), model)
-    config = from_dict(Config, meta["config"])
+    config = checkpoint_config(Path(meta["checkpoint"]), meta)
     inputs = {
         name: read_input(Path(path), name, model.input_shapes[name], config)[None]
         for name, path in files.items()
     }
-    logits = model(inputs).logits[0]
-    probabilities = logits.softmax(dim=0)
-    used = [name for name in model.modalities if name in files]
+    task = checkpoint_task(meta)
     result: dict[str, Any] = {
-        "modalities_used": used,
+        "modalities_used": [name for name in model.modalities if name in files],
         "modalities_missing": [name for name in model.modalities if name not in files],
         "class_names": meta["class_names"],
+        **task.prediction(model(inputs).logits[0]),
     }
-    if logits.ndim == 1:
-        result["probabilities"] = dict(
-            zip(meta["class_names"], probabilities.tolist(), strict=True)
-        )
-    else:
-        result["label_map"] = probabilities.argmax(dim=0).numpy().astype(np.uint8)
-    return result
+    return result, task
 
 
 @torch.no_grad()
@@ -135,8 +138,8 @@ def predict_manifest(checkpoint: str | Path, manifest: Path, out: Path) -> int:
     empty cell is a missing modality); returns the number of rows written."""
     from mmanet.io import atomic_write_text
 
-    model, meta = load_deployment_network(checkpoint)
-    config = from_dict(Config, meta["config"])
+    model, meta = load_network(checkpoint)
+    config = checkpoint_config(Path(meta["checkpoint"]), meta)
     try:
         with open(manifest, newline="") as handle:
             rows = list(csv.DictReader(handle))

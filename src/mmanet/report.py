@@ -7,8 +7,6 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mmanet.config import METHOD_TITLES
-
 LOWER_IS_BETTER = {"error", "acer", "apcer", "bpcer"}
 
 
@@ -55,13 +53,17 @@ def comparison_table(
     metric: str = "error",
     max_rows: int = 16,
     markdown: bool = True,
-    titles: Mapping[str, str] = METHOD_TITLES,
+    titles: Mapping[str, str] | None = None,
 ) -> str:
     """Rows = combinations (+ averages), columns = methods; best per row in bold.
 
     ``results`` maps method -> combination -> metric -> {"values": one per seed, ...}
     (see :func:`aggregate`); a grouped row's std is over the seeds' group means.
     """
+    if titles is None:
+        from mmanet.methods import method_titles
+
+        titles = method_titles()
     methods = list(results)
     combinations = list(next(iter(results.values())))
     lower = metric in LOWER_IS_BETTER

@@ -8,35 +8,9 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import Dataset
 
+from mmanet.errors import DataError
+
 Sample = tuple[dict[str, torch.Tensor], int]
-
-
-class DataError(ValueError):
-    """A dataset file or value that cannot be used; the message names it.
-
-    Raised in a DataLoader worker, PyTorch raises it again in the main process with the
-    worker's traceback as the message; the error keeps only the worker's own message.
-    """
-
-    def __init__(self, *args: object) -> None:
-        if len(args) == 1 and isinstance(args[0], str):
-            args = (worker_message(args[0]),)
-        super().__init__(*args)
-
-
-_WORKER_TRACEBACK = "\nOriginal Traceback (most recent call last):\n"
-
-
-def worker_message(message: str) -> str:
-    """The original one-line message of an error that PyTorch re-raises from a worker
-    (``Caught X in DataLoader worker ...`` + traceback); any other message unchanged."""
-    head, found, traceback = message.partition(_WORKER_TRACEBACK)
-    if not found or not head.startswith("Caught "):
-        return message
-    # the traceback ends with "module.ErrorClass: message"; indented lines are frames
-    last = [line for line in traceback.splitlines() if line and not line[0].isspace()]
-    original = last[-1].partition(": ")[2] if last else ""
-    return original or message
 
 
 @dataclass

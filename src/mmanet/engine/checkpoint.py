@@ -28,14 +28,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from mmanet.errors import CheckpointError
 from mmanet.io import fsync_dir
 
 # epoch-NNNN: after epoch N; epoch-NNNN-step-SSSSSS: S steps into epoch N + 1 (interrupted)
 _NAME = re.compile(r"^epoch-(\d{4,})(?:-step-(\d{6,}))?$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit; the message names it."""
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:

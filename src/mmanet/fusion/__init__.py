@@ -3,30 +3,34 @@
 ``features`` is the list of per-modality feature tensors in modality order, each (b, c_i)
 or (b, c_i, h, w) (all of one kind, maps of one size); ``mask`` is the (b, m) 0/1 mask of
 present modalities. Every module's output is invariant to the values of absent inputs, and
-every module has ``out_channels``, the fused width. Modules with auxiliary terms (rfnet,
-mmformer with ``aux=True``) expose ``auxiliary_loss(labels, ignore_index=None)``.
+every module has ``out_channels``, the fused width. A module with auxiliary heads (rfnet,
+mmformer with ``aux=True``) also has ``forward_auxiliary(features, mask) -> (fused,
+[AuxiliaryLogits, ...])``, which the training step calls.
+
+A fusion is registered by name (``@register_fusion("name")`` on its class or factory)
+and built by :func:`build_fusion`, which passes it the options its signature names
+among ``num_classes``, ``aux``, ``regions``, ``vectors`` and ``region_supervision``.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
 
-from mmanet.fusion.concat import ConcatFusion
-from mmanet.fusion.hemis import HeMISFusion
-from mmanet.fusion.lcr import LCRFusion
-from mmanet.fusion.mmformer import MMFormerFusion
-from mmanet.fusion.rfnet import RFNetFusion
+from mmanet.errors import ConfigError
+from mmanet.registry import FUSIONS
 
-FUSIONS: dict[str, type[nn.Module]] = {
-    "concat": ConcatFusion,
-    "hemis": HeMISFusion,
-    "lcr": LCRFusion,
-    "rfnet": RFNetFusion,
-    "mmformer": MMFormerFusion,
-}
+register_fusion = FUSIONS.register
+
+# the built-in fusions register themselves on import
+from mmanet.fusion.concat import ConcatFusion  # noqa: E402
+from mmanet.fusion.hemis import HeMISFusion  # noqa: E402
+from mmanet.fusion.lcr import LCRFusion  # noqa: E402
+from mmanet.fusion.mmformer import MMFormerFusion  # noqa: E402
+from mmanet.fusion.rfnet import RFNetFusion  # noqa: E402
 
 
 def build_fusion(
@@ -37,27 +41,31 @@ def build_fusion(
     aux: bool = False,
     regions: int | None = None,
     vectors: bool = False,
+    region_supervision: bool = False,
 ) -> nn.Module:
-    """The fusion module ``name`` for per-modality widths ``channels``.
+    """The registered fusion ``name`` for per-modality widths ``channels``.
 
     Args:
-        name: one of :data:`FUSIONS`.
+        name: a registered fusion (:data:`mmanet.registry.FUSIONS`).
         channels: per-modality feature widths c_i, in modality order.
-        num_classes: classes of the task, for the auxiliary heads (rfnet, mmformer).
-        aux: build the auxiliary terms (rfnet, mmformer; ignored by the others).
-        regions: RFNet's number of soft regions K (default 4; ignored by the others).
-        vectors: the features are (b, c) vectors: RFNet's convolutions become 1×1.
+        num_classes: classes of the task, for auxiliary heads.
+        aux: build the auxiliary heads (an error for a fusion without them).
+        regions: RFNet's number of soft regions K (None: its default).
+        vectors: the features are (b, c) vectors (RFNet's convolutions become 1×1).
+        region_supervision: supervise RFNet's region maps with dense labels (ESANet).
     """
-    if name not in FUSIONS:
-        raise ValueError(f"unknown fusion {name!r}; known: {', '.join(FUSIONS)}")
-    if name == "rfnet":
-        kernel_size = 1 if vectors else 3
-        return RFNetFusion(
-            channels, num_classes, regions=regions or 4, aux=aux, kernel_size=kernel_size
-        )
-    if name == "mmformer":
-        return MMFormerFusion(channels, num_classes, aux=aux)
-    return FUSIONS[name](channels)
+    factory = FUSIONS.get(name)
+    options: dict[str, Any] = {
+        "num_classes": num_classes,
+        "aux": aux,
+        "regions": regions,
+        "vectors": vectors,
+        "region_supervision": region_supervision,
+    }
+    accepted = inspect.signature(factory).parameters
+    if aux and "aux" not in accepted:
+        raise ConfigError(f"model.fusion_aux: model.fusion={name} has no auxiliary heads")
+    return factory(channels, **{k: v for k, v in options.items() if k in accepted})
 
 
 def configured_fusion(
@@ -77,7 +85,6 @@ def configured_fusion(
 
 
 __all__ = [
-    "FUSIONS",
     "ConcatFusion",
     "HeMISFusion",
     "LCRFusion",
@@ -85,4 +92,5 @@ __all__ = [
     "RFNetFusion",
     "build_fusion",
     "configured_fusion",
+    "register_fusion",
 ]

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -85,50 +84,3 @@ class Projection(nn.Module):
         if self.projections is None:
             return maps
         return zero_absent([p(x) for p, x in zip(self.projections, maps, strict=True)], present)
-
-
-def task_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Map (b, k, h, w) logits onto the label's shape.
-
-    Classification labels (b,): global average pool to (b, k). Segmentation labels
-    (b, H, W): bilinear upsampling to (b, k, H, W) (``align_corners=False``).
-    """
-    if labels.ndim == 1:
-        return logits.mean(dim=(2, 3))
-    if labels.ndim == 3:
-        return F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
-    raise ValueError(f"labels must be (b,) or (b, H, W), got shape {tuple(labels.shape)}")
-
-
-def weighted_cross_entropy(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    weights: torch.Tensor,
-    ignore_index: int | None,
-) -> torch.Tensor:
-    """Cross-entropy averaged over the samples with weight 1 and the non-ignored labels.
-
-    ℓ = Σ_{n,p} w_n v_{n,p} CE_{n,p} / max(Σ_{n,p} w_n v_{n,p}, 1), with w_n ∈ {0, 1} the
-    sample weights and v_{n,p} = [y_{n,p} ≠ ignore_index]; 0 when nothing is counted (so a
-    modality with no present sample adds nothing). No host sync, fixed shapes.
-    """
-    ignore = -100 if ignore_index is None else ignore_index
-    per_item = F.cross_entropy(
-        task_logits(logits, labels), labels, ignore_index=ignore, reduction="none"
-    )
-    keep = (labels != ignore).to(per_item.dtype) * weights.view(-1, *[1] * (labels.ndim - 1))
-    return (per_item * keep).sum() / keep.sum().clamp(min=1.0)
-
-
-def modality_losses(
-    logits: Sequence[torch.Tensor],
-    mask: torch.Tensor,
-    labels: torch.Tensor,
-    ignore_index: int | None,
-) -> torch.Tensor:
-    """Σ_i CE(logits_i, y) over the samples where modality i is present (see above)."""
-    present = present_of(mask).to(logits[0].dtype)
-    terms = [
-        weighted_cross_entropy(x, labels, present[:, i], ignore_index) for i, x in enumerate(logits)
-    ]
-    return torch.stack(terms).sum()

@@ -8,8 +8,10 @@ import torch
 from torch import nn
 
 from mmanet.fusion.common import check_channels
+from mmanet.registry import FUSIONS
 
 
+@FUSIONS.register("concat")
 class ConcatFusion(nn.Module):
     """Concatenate the masked per-modality features along dim 1.
 

@@ -8,8 +8,10 @@ import torch
 from torch import nn
 
 from mmanet.fusion.common import Projection, as_maps, present_of, restore
+from mmanet.registry import FUSIONS
 
 
+@FUSIONS.register("hemis")
 class HeMISFusion(nn.Module):
     """Mean and unbiased variance of the feature maps over the present modalities.
 

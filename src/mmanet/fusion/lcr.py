@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from mmanet.fusion.common import Projection, as_maps, present_of, restore
+from mmanet.registry import FUSIONS
 
 
 class ParameterEstimator(nn.Module):
@@ -63,6 +64,7 @@ class ChannelSpatialAttention(nn.Module):
         return x * torch.sigmoid(self.spatial(pooled))
 
 
+@FUSIONS.register("lcr")
 class LCRFusion(nn.Module):
     """Latent correlation fusion; ``out_channels = m c`` with c = max(channels).
 

@@ -13,7 +13,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from mmanet.fusion.common import as_maps, check_channels, modality_losses, present_of, restore
+from mmanet.fusion.common import as_maps, check_channels, present_of, restore
+from mmanet.outputs import AuxiliaryLogits
+from mmanet.registry import FUSIONS
 
 
 def default_heads(width: int) -> int:
@@ -38,6 +40,7 @@ def sinusoidal_2d(
     return torch.cat([pe_y, pe_x], dim=2)[..., :dim].reshape(height * width, dim).to(dtype)
 
 
+@FUSIONS.register("mmformer")
 class MMFormerFusion(nn.Module):
     """Masked intra/inter-modal transformer fusion; ``out_channels = m d``, d = max(channels).
 
@@ -54,8 +57,9 @@ class MMFormerFusion(nn.Module):
     are pre-norm ``nn.TransformerEncoderLayer`` (GELU, feed-forward ``ff_ratio`` · d, no
     dropout by default). Attention over all m h w tokens costs O((m h w)²): use small maps.
 
-    Auxiliary term (``aux=True``, training mode), see :meth:`auxiliary_loss`: a shared
-    per-modality 1×1 conv classifier on each intra-modal output T_i seen as a map.
+    Auxiliary heads (``aux=True``), see :meth:`forward_auxiliary`: a shared per-modality
+    1×1 conv classifier on each intra-modal output T_i seen as a map, over the samples
+    where modality i is present.
     """
 
     def __init__(
@@ -91,9 +95,19 @@ class MMFormerFusion(nn.Module):
         self.head = nn.Conv2d(d, num_classes, 1) if aux else None
         self.width = d
         self.out_channels: int = m * d
-        self._aux: tuple[list[torch.Tensor], torch.Tensor] | None = None
 
     def forward(self, features: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        return self._fuse(features, mask, auxiliary=False)[0]
+
+    def forward_auxiliary(
+        self, features: list[torch.Tensor], mask: torch.Tensor
+    ) -> tuple[torch.Tensor, list[AuxiliaryLogits]]:
+        """The fused features and the auxiliary heads' logits (none without ``aux``)."""
+        return self._fuse(features, mask, auxiliary=True)
+
+    def _fuse(
+        self, features: list[torch.Tensor], mask: torch.Tensor, auxiliary: bool
+    ) -> tuple[torch.Tensor, list[AuxiliaryLogits]]:
         maps, vector = as_maps(features, mask, self.channels)
         present = present_of(mask)
         b, _, h, w = maps[0].shape
@@ -106,10 +120,12 @@ class MMFormerFusion(nn.Module):
             for block in self.intra[i]:
                 t = block(t)
             streams.append(t)
-        self._aux = None
-        if self.head is not None and self.training:
-            logits = [self.head(t.transpose(1, 2).reshape(b, d, h, w)) for t in streams]
-            self._aux = (logits, mask)
+        heads = []
+        if auxiliary and self.head is not None:
+            heads = [
+                AuxiliaryLogits(self.head(t.transpose(1, 2).reshape(b, d, h, w)), present[:, i])
+                for i, t in enumerate(streams)
+            ]
         hidden = ~present.repeat_interleave(hw, dim=1)  # (b, m hw), True = ignored key
         hidden = hidden & present.any(dim=1, keepdim=True)  # a row with none: hide nothing
         fused = self.norm(self.inter(torch.cat(streams, dim=1), src_key_padding_mask=hidden))
@@ -117,19 +133,4 @@ class MMFormerFusion(nn.Module):
             torch.where(present[:, i, None, None, None], u.transpose(1, 2).reshape(b, d, h, w), 0.0)
             for i, u in enumerate(fused.split(hw, dim=1))
         ]
-        return restore(self.out(torch.cat(outputs, dim=1)), vector)
-
-    def auxiliary_loss(
-        self, labels: torch.Tensor, ignore_index: int | None = None
-    ) -> torch.Tensor | None:
-        """Σ_i CE(head(T_i), y) over the samples where modality i is present, or None.
-
-        Logits are global-average-pooled for labels (b,) and bilinearly upsampled to (H, W)
-        for segmentation labels (b, H, W), ``ignore_index`` honoured. The stored tensors of
-        the last training forward are cleared; None when there are none (eval, aux=False).
-        """
-        if self._aux is None:
-            return None
-        logits, mask = self._aux
-        self._aux = None
-        return modality_losses(logits, mask, labels, ignore_index)
+        return restore(self.out(torch.cat(outputs, dim=1)), vector), heads

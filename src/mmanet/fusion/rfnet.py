@@ -12,16 +12,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from mmanet.fusion.common import (
-    Projection,
-    as_maps,
-    modality_losses,
-    present_of,
-    restore,
-    weighted_cross_entropy,
-)
+from mmanet.fusion.common import Projection, as_maps, present_of, restore
+from mmanet.outputs import AuxiliaryLogits
+from mmanet.registry import FUSIONS
 
 
+@FUSIONS.register("rfnet")
 class RFNetFusion(nn.Module):
     """Region-aware fusion; ``out_channels = m c`` with c = max(channels).
 
@@ -34,12 +30,13 @@ class RFNetFusion(nn.Module):
         out = ReLU(BN(conv_3×3(F))).
 
     G is conv_3×3 (m c → c) → ReLU → conv_1×1 (c → K). On 1×1 maps (vector inputs) the
-    3×3 convs see only their centre tap, i.e. they are 1×1 convs; pass ``kernel_size=1``
-    to avoid the unused taps' parameters.
+    3×3 convs see only their centre tap, i.e. they are 1×1 convs; ``vectors=True`` makes
+    them 1×1 and avoids the unused taps' parameters.
 
-    Auxiliary terms (``aux=True``, training mode), see :meth:`auxiliary_loss`: a shared
-    per-modality 1×1 conv classifier on each F_i alone, and region deep supervision of the
-    region logits G(·) against segmentation labels when K == ``num_classes``.
+    Auxiliary heads (``aux=True``), see :meth:`forward_auxiliary`: a shared per-modality
+    1×1 conv classifier on each F_i alone (over the samples where modality i is present),
+    and with ``region_supervision`` (dense labels) and K == ``num_classes``, the region
+    logits G(·) themselves (over every sample).
 
     The last region probabilities (b, K, h, w) and weights w (b, K, m) are kept, detached,
     in ``last_probabilities`` and ``last_weights``.
@@ -50,12 +47,15 @@ class RFNetFusion(nn.Module):
         channels: Sequence[int],
         num_classes: int,
         *,
-        regions: int = 4,
+        regions: int | None = None,
         aux: bool = False,
-        kernel_size: int = 3,
+        vectors: bool = False,
+        region_supervision: bool = False,
         eps: float = 1e-6,
     ) -> None:
         super().__init__()
+        regions = 4 if regions is None else regions
+        kernel_size = 1 if vectors else 3
         if regions < 1:
             raise ValueError(f"regions must be >= 1, got {regions}")
         self.project = Projection(channels)
@@ -79,12 +79,23 @@ class RFNetFusion(nn.Module):
             nn.ReLU(inplace=True),
         )
         self.head = nn.Conv2d(c, num_classes, 1) if aux else None
+        self.supervise_regions = aux and region_supervision and regions == num_classes
         self.out_channels: int = m * c
         self.last_probabilities: torch.Tensor | None = None
         self.last_weights: torch.Tensor | None = None
-        self._aux: tuple[list[torch.Tensor], torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, features: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        return self._fuse(features, mask, auxiliary=False)[0]
+
+    def forward_auxiliary(
+        self, features: list[torch.Tensor], mask: torch.Tensor
+    ) -> tuple[torch.Tensor, list[AuxiliaryLogits]]:
+        """The fused features and the auxiliary heads' logits (none without ``aux``)."""
+        return self._fuse(features, mask, auxiliary=True)
+
+    def _fuse(
+        self, features: list[torch.Tensor], mask: torch.Tensor, auxiliary: bool
+    ) -> tuple[torch.Tensor, list[AuxiliaryLogits]]:
         maps, vector = as_maps(features, mask, self.channels)
         present = present_of(mask)
         maps = self.project(maps, present)
@@ -101,27 +112,9 @@ class RFNetFusion(nn.Module):
         per_position = torch.einsum("bkhw,bkm->bmhw", prob, weights)  # Σ_k P_k(p) w_{k,i}
         fused = (per_position[:, :, None] * stacked).sum(dim=1)
         self.last_probabilities, self.last_weights = prob.detach(), weights.detach()
-        self._aux = None
-        if self.head is not None and self.training:
-            self._aux = ([self.head(x) for x in maps], mask, region_logits)
-        return restore(self.out(fused), vector)
-
-    def auxiliary_loss(
-        self, labels: torch.Tensor, ignore_index: int | None = None
-    ) -> torch.Tensor | None:
-        """Sum of the auxiliary cross-entropies of the last training forward, or None.
-
-        Σ_i CE(head(F_i), y) over the samples where modality i is present, plus, for
-        segmentation labels (b, H, W) with K == num_classes, CE(G(·), y) over all samples.
-        Logits of maps are global-average-pooled for labels (b,) and bilinearly upsampled
-        to (H, W) for segmentation labels. The stored tensors are cleared.
-        """
-        if self._aux is None:
-            return None
-        logits, mask, region_logits = self._aux
-        self._aux = None
-        loss = modality_losses(logits, mask, labels, ignore_index)
-        if labels.ndim == 3 and self.regions == self.num_classes:
-            every = torch.ones(labels.shape[0], dtype=region_logits.dtype, device=labels.device)
-            loss = loss + weighted_cross_entropy(region_logits, labels, every, ignore_index)
-        return loss
+        heads = []
+        if auxiliary and self.head is not None:
+            heads = [AuxiliaryLogits(self.head(x), present[:, i]) for i, x in enumerate(maps)]
+            if self.supervise_regions:
+                heads.append(AuxiliaryLogits(region_logits))
+        return restore(self.out(fused), vector), heads

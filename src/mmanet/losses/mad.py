@@ -14,12 +14,14 @@ Two granularities (SPEC §3, segmentation paragraph):
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
+
+from mmanet.registry import DISTILLATIONS
 
 Relation = Literal["cosine", "gram"]
 Weighting = Literal["softmax", "linear", "uniform"]
@@ -263,3 +265,35 @@ def mad_loss(
     gap = (relation_matrix(teacher, relation) - relation_matrix(student, relation)).pow(2).sum(1)
     weights = sample_weights(teacher_uncertainty(teacher_logits.detach()), weighting)
     return (weights * gap).sum()
+
+
+@DISTILLATIONS.register("mad")
+def margin_aware_distillation(
+    student: torch.Tensor, teacher: torch.Tensor, teacher_logits: torch.Tensor, method: Any
+) -> torch.Tensor:
+    """``method.distill=mad``: L_MAD with the ``method.mad`` options."""
+    mad = method.mad
+    return mad_loss(
+        student,
+        teacher,
+        teacher_logits,
+        relation=mad.relation,
+        weighting=mad.weighting,
+        granularity=mad.granularity,
+    )
+
+
+@DISTILLATIONS.register("sp")
+def similarity_preserving(
+    student: torch.Tensor, teacher: torch.Tensor, teacher_logits: torch.Tensor, method: Any
+) -> torch.Tensor:
+    """``method.distill=sp``: the SP ablation, L_MAD with uniform sample weights."""
+    mad = method.mad
+    return mad_loss(
+        student,
+        teacher,
+        teacher_logits,
+        relation=mad.relation,
+        weighting="uniform",
+        granularity=mad.granularity,
+    )

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 from mmanet.modality import Mask, mask_code, singleton_masks, sub_masks
+from mmanet.registry import REGULARIZERS
 
 Distribution = Literal["histogram", "softmax"]
 
@@ -142,3 +143,17 @@ class WeakCombinationMiner:
         self.filled = int(state["filled"])
         omega = state["omega"]
         self.omega = [tuple(int(b) for b in mask) for mask in omega] if omega is not None else None
+
+
+@REGULARIZERS.register("mar")
+def modality_aware_regularization(num_modalities: int, method: Any) -> WeakCombinationMiner:
+    """``method.regularize=mar``: Ω mined after each of the ``method.mar.warmup_epochs``."""
+    mar = method.mar
+    return WeakCombinationMiner(num_modalities, mar.warmup_epochs, "mar", mar.distribution)
+
+
+@REGULARIZERS.register("sr")
+def single_modality_regularization(num_modalities: int, method: Any) -> WeakCombinationMiner:
+    """``method.regularize=sr``: the SR ablation, Ω = the single-modality masks."""
+    mar = method.mar
+    return WeakCombinationMiner(num_modalities, mar.warmup_epochs, "sr", mar.distribution)

@@ -1,34 +1,30 @@
-"""Model builders, named by ``model.name`` in the config."""
+"""Model builders, named by ``model.name`` in the config.
+
+A builder ``(cfg, modalities, input_shapes, num_classes, reg_head) -> UnifiedNetwork``
+registers itself with ``@register_model("name")``. Without writing a builder, hand your
+own encoder modules to :func:`from_encoders` (Python API) or :func:`register_encoders`
+(a name for configs and every command).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from mmanet.config import ConfigError, ModelConfig
-from mmanet.models.esanet import build_esanet
-from mmanet.models.multiview import build_multiview
-from mmanet.models.sf import build_sf
-from mmanet.models.unified import Encoded, NetworkOutput, UnifiedNetwork
+from mmanet.config import ModelConfig
+from mmanet.outputs import AuxiliaryLogits, NetworkOutput
+from mmanet.registry import MODELS
 
 Builder = Callable[
-    [ModelConfig, Sequence[str], Mapping[str, Sequence[int]], int, bool], UnifiedNetwork
+    [ModelConfig, Sequence[str], Mapping[str, Sequence[int]], int, bool], "UnifiedNetwork"
 ]
+register_model = MODELS.register
 
-MODELS: dict[str, Builder] = {
-    "esanet": build_esanet,
-    "multiview": build_multiview,
-    "sf": build_sf,
-}
-
-
-def register_model(name: str) -> Callable[[Builder], Builder]:
-    """Decorator: make a builder available as ``model.name=<name>``."""
-
-    def register(builder: Builder) -> Builder:
-        MODELS[name] = builder
-        return builder
-
-    return register
+# the built-in builders register themselves on import
+from mmanet.models.custom import from_encoders, register_encoders  # noqa: E402
+from mmanet.models.esanet import build_esanet  # noqa: E402
+from mmanet.models.multiview import build_multiview  # noqa: E402
+from mmanet.models.sf import build_sf  # noqa: E402
+from mmanet.models.unified import Encoded, UnifiedNetwork  # noqa: E402
 
 
 def build_model(
@@ -37,10 +33,32 @@ def build_model(
     input_shapes: Mapping[str, Sequence[int]],
     num_classes: int,
     reg_head: bool = False,
+    builder: Builder | None = None,
 ) -> UnifiedNetwork:
-    if cfg.name not in MODELS:
-        raise ConfigError(f"unknown model.name={cfg.name!r}; known: {', '.join(MODELS)}")
-    return MODELS[cfg.name](cfg, modalities, input_shapes, num_classes, reg_head)
+    """The network ``model.name`` names (or ``builder``'s), with a regularization head
+    when ``reg_head``."""
+    build = builder if builder is not None else MODELS.get(cfg.name)
+    return build(cfg, modalities, input_shapes, num_classes, reg_head)
 
 
-__all__ = ["MODELS", "Encoded", "NetworkOutput", "UnifiedNetwork", "build_model", "register_model"]
+def baseline_title(cfg: ModelConfig) -> str:
+    """What the paper calls the unified baseline on this network: SF, or ESANet."""
+    return getattr(MODELS.get(cfg.name), "baseline_title", "SF")
+
+
+__all__ = [
+    "MODELS",
+    "AuxiliaryLogits",
+    "Builder",
+    "Encoded",
+    "NetworkOutput",
+    "UnifiedNetwork",
+    "baseline_title",
+    "build_esanet",
+    "build_model",
+    "build_multiview",
+    "build_sf",
+    "from_encoders",
+    "register_encoders",
+    "register_model",
+]

@@ -11,8 +11,8 @@ stages, so its two encoders are not independent. In UnifiedNetwork terms:
   with ``model.fusion`` set (HeMIS, LCR, RFNet, mmFormer, concat) it is
   :class:`StreamFusionEncoder`: independent streams fused after each stage by that module;
 - ``head`` (and ``reg_head``): :class:`ESANetDecoder`, returning (the last decoder
-  module's output, the logits (b, k, H, W)); in training mode the side-output logits of
-  the three decoder modules are left in ``decoder.side_outputs``.
+  module's output, the logits (b, k, H, W)); ``forward_sides`` also returns the
+  side-output logits of the three decoder modules (multi-scale supervision).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mmanet.config import ConfigError, ESANetConfig, ModelConfig
+from mmanet.config import ESANetConfig, ModelConfig
+from mmanet.errors import ConfigError
 from mmanet.fusion import build_fusion
 from mmanet.models.sf import read_torchvision_state_dict
 from mmanet.models.unified import UnifiedNetwork
@@ -37,6 +38,8 @@ from mmanet.nn.esanet_blocks import (
 )
 from mmanet.nn.nonbottleneck import NonBottleneck1D
 from mmanet.nn.resnet import load_torchvision_weights
+from mmanet.outputs import AuxiliaryLogits
+from mmanet.registry import MODELS
 
 RGB, DEPTH = "rgb", "depth"
 STAGE_BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3), "resnet50": (3, 4, 6, 3)}
@@ -176,27 +179,32 @@ class StreamFusionEncoder(nn.Module):
         self.context = context
 
     def forward(self, features: Sequence[torch.Tensor], mask: torch.Tensor) -> ESANetFeatures:
+        return self._fuse(features, mask, auxiliary=False)[0]
+
+    def forward_auxiliary(
+        self, features: Sequence[torch.Tensor], mask: torch.Tensor
+    ) -> tuple[ESANetFeatures, list[AuxiliaryLogits]]:
+        """The fused features and every stage fusion's auxiliary heads."""
+        return self._fuse(features, mask, auxiliary=True)
+
+    def _fuse(
+        self, features: Sequence[torch.Tensor], mask: torch.Tensor, auxiliary: bool
+    ) -> tuple[ESANetFeatures, list[AuxiliaryLogits]]:
         input_size = (features[0].shape[-2], features[0].shape[-1])
         maps = [s.maxpool(s.stem(x)) for s, x in zip(self.streams, features, strict=True)]
-        fused_maps = []
+        fused_maps, heads = [], []
         for level, (fusion, projection) in enumerate(
             zip(self.fusions, self.projections, strict=True)
         ):
             maps = [stream.stages()[level](x) for stream, x in zip(self.streams, maps, strict=True)]
-            fused_maps.append(projection(fusion(maps, mask)))
-        return ESANetFeatures(self.context(fused_maps[-1]), fused_maps[2::-1], input_size)
-
-    def auxiliary_loss(
-        self, labels: torch.Tensor, ignore_index: int | None = None
-    ) -> torch.Tensor | None:
-        """The sum of the fusion modules' auxiliary terms (None when none has any)."""
-        terms = [
-            aux(labels, ignore_index)
-            for fusion in self.fusions
-            if (aux := getattr(fusion, "auxiliary_loss", None)) is not None
-        ]
-        terms = [term for term in terms if term is not None]
-        return sum(terms[1:], terms[0]) if terms else None
+            if auxiliary and hasattr(fusion, "forward_auxiliary"):
+                fused, stage_heads = fusion.forward_auxiliary(maps, mask)
+                heads += stage_heads
+            else:
+                fused = fusion(maps, mask)
+            fused_maps.append(projection(fused))
+        features_out = ESANetFeatures(self.context(fused_maps[-1]), fused_maps[2::-1], input_size)
+        return features_out, heads
 
 
 class ESANetDecoder(nn.Module):
@@ -204,8 +212,8 @@ class ESANetDecoder(nn.Module):
 
     ``forward(fused) -> (features, logits)``: features = the last decoder module's output
     (b, decoder_channels[2], H/4, W/4), the representation MAD acts on; logits (b, k, H, W).
-    In training mode ``self.side_outputs`` holds the side-output logits of the three
-    modules (H/32, H/16, H/8) for multi-scale supervision; in eval mode it is None.
+    ``forward_sides`` also returns the side-output logits of the three modules (H/32,
+    H/16, H/8) for multi-scale supervision.
     """
 
     def __init__(
@@ -224,19 +232,25 @@ class ESANetDecoder(nn.Module):
         self.conv_out = nn.Conv2d(decoder_channels[-1], num_classes, 3, padding=1)
         self.upsample1 = LearnedUpsample(num_classes)
         self.upsample2 = LearnedUpsample(num_classes)
-        self.side_outputs: list[torch.Tensor] | None = None
 
     def forward(self, fused: ESANetFeatures) -> tuple[torch.Tensor, torch.Tensor]:
+        features, logits, _ = self.forward_sides(fused)
+        return features, logits
+
+    def forward_sides(
+        self, fused: ESANetFeatures
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """(features, logits, the three side outputs' logits)."""
         out = fused.context
         sides = []
         for module, skip in zip(self.decoder_modules, fused.skips, strict=True):
             out, side = module(out, skip)
             sides.append(side)
-        self.side_outputs = sides if self.training else None
         logits = self.upsample2(self.upsample1(self.conv_out(out)))
-        return out, crop_to(logits, fused.input_size)
+        return out, crop_to(logits, fused.input_size), sides
 
 
+@MODELS.register("esanet")
 def build_esanet(
     cfg: ModelConfig,
     modalities: Sequence[str],
@@ -293,6 +307,9 @@ def build_esanet(
     )
 
 
+build_esanet.baseline_title = "ESANet"  # the paper's ESANet-MD, ESANet-MAD, ...
+
+
 def _stage_fusions(cfg: ModelConfig, widths: Sequence[int], num_classes: int) -> list[nn.Module]:
     """One fusion module per stage. RFNet fuses every stage with K = the classes as regions
     (its region maps are supervised by the labels); mmFormer's transformer works on the
@@ -307,8 +324,9 @@ def _stage_fusions(cfg: ModelConfig, widths: Sequence[int], num_classes: int) ->
                 name,
                 [width, width],
                 num_classes,
-                aux=cfg.fusion_aux,
+                aux=cfg.fusion_aux and name == cfg.fusion,
                 regions=cfg.fusion_regions or num_classes,
+                region_supervision=True,
             )
         )
     return fusions

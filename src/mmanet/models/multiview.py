@@ -8,10 +8,12 @@ from collections.abc import Mapping, Sequence
 
 from torch import nn
 
-from mmanet.config import ConfigError, EncoderConfig, ModelConfig
+from mmanet.config import EncoderConfig, ModelConfig
+from mmanet.errors import ConfigError
 from mmanet.fusion import configured_fusion
 from mmanet.models.unified import UnifiedNetwork
 from mmanet.nn import ConvEncoder, MLPEncoder, MLPHead
+from mmanet.registry import MODELS
 
 
 def build_encoder(cfg: EncoderConfig, input_shape: Sequence[int], name: str) -> nn.Module:
@@ -31,6 +33,7 @@ def build_encoder(cfg: EncoderConfig, input_shape: Sequence[int], name: str) -> 
     return ConvEncoder(image_shape[0], cfg.widths, cfg.image_shape, cfg.dropout)
 
 
+@MODELS.register("multiview")
 def build_multiview(
     cfg: ModelConfig,
     modalities: Sequence[str],

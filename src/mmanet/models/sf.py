@@ -11,11 +11,13 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from mmanet.config import ConfigError, ModelConfig
+from mmanet.config import ModelConfig
+from mmanet.errors import ConfigError
 from mmanet.fusion import configured_fusion
 from mmanet.models.unified import UnifiedNetwork
 from mmanet.nn import BasicBlock, ResNetStem, SEBlock, init_resnet_weights, make_layer
 from mmanet.nn.resnet import load_torchvision_weights
+from mmanet.registry import MODELS
 
 SE_REDUCTION = 16
 
@@ -52,6 +54,7 @@ class SFHead(nn.Module):
         return features, self.fc(self.avgpool(features).flatten(1))
 
 
+@MODELS.register("sf")
 def build_sf(
     cfg: ModelConfig,
     modalities: Sequence[str],

@@ -1,4 +1,4 @@
-"""The unified (deployment) network: per-modality encoders -> mask -> fusion -> head (SPEC §1).
+"""The unified (deployment) network: per-modality encoders -> mask -> fusion -> head.
 
 Encoding and fusing are separate steps, so every modality combination can be
 evaluated from one encoder pass per batch (:meth:`UnifiedNetwork.predict_masks`).
@@ -15,6 +15,7 @@ from torch import nn
 
 from mmanet.fusion.concat import ConcatFusion
 from mmanet.modality import Modalities
+from mmanet.outputs import AuxiliaryLogits, NetworkOutput
 
 
 @dataclass
@@ -29,22 +30,12 @@ class Encoded:
         return self.features[0].shape[0]
 
 
-@dataclass
-class NetworkOutput:
-    fused: Any  # fusion output, the input of both heads (a tensor, or e.g. ESANetFeatures)
-    features: torch.Tensor  # the head's representation before the classifier (MAD's z)
-    logits: torch.Tensor  # (b, k) or (b, k, h, w)
-
-
-def fused_map(fused: Any) -> torch.Tensor:
-    """The map MAD flattens when ``method.mad.features=fused``: the fusion output itself, or
-    its ``map`` (ESANet: the fused bottleneck map after the context module)."""
-    return fused if isinstance(fused, torch.Tensor) else fused.map
-
-
-def select_samples(fused: Any, index: torch.Tensor) -> Any:
-    """Samples ``index`` of a fusion output: a tensor, or an object with ``select(index)``."""
-    return fused[index] if isinstance(fused, torch.Tensor) else fused.select(index)
+def output_shape(module: nn.Module, input_shape: Sequence[int]) -> tuple[int, ...]:
+    """Per-sample output shape of ``module`` for inputs of ``input_shape``, from a dry run
+    on the meta device (no memory, no compute)."""
+    meta = {k: torch.empty_like(v, device="meta") for k, v in module.state_dict().items()}
+    probe = torch.empty((2, *input_shape), device="meta")
+    return tuple(torch.func.functional_call(module, meta, (probe,)).shape[1:])
 
 
 class UnifiedNetwork(nn.Module):
@@ -54,8 +45,12 @@ class UnifiedNetwork(nn.Module):
         modalities: modality names, in mask order.
         encoders: one module per modality name, mapping its input to a feature map.
         fusion: ``fusion(features, mask) -> fused``: the list of masked per-modality
-            features (modality order) and the (b, m) mask.
-        head: ``head(fused) -> (features, logits)``.
+            features (modality order) and the (b, m) mask. Optional capability:
+            ``forward_auxiliary(features, mask) -> (fused, [AuxiliaryLogits, ...])``,
+            auxiliary heads that the training loss adds (RFNet, mmFormer).
+        head: ``head(fused) -> (features, logits)``. Optional capability:
+            ``forward_sides(fused) -> (features, logits, [side logits, ...])``, side
+            outputs of a decoder that the training loss supervises (ESANet).
         input_shapes: per-sample input shape of each modality, used to infer the shape
             of the zeros that stand in for a modality that is not given.
         reg_head: optional regularization head with the head's interface (training only).
@@ -80,18 +75,14 @@ class UnifiedNetwork(nn.Module):
         self.head = head
         self.reg_head = reg_head
         self.input_shapes = {name: tuple(input_shapes[name]) for name in self.modalities}
-        self.feature_shapes = {name: self._dry_run_shape(name) for name in self.modalities}
+        self.feature_shapes = {
+            name: output_shape(self.encoders[name], self.input_shapes[name])
+            for name in self.modalities
+        }
 
     @property
     def num_modalities(self) -> int:
         return len(self.modalities)
-
-    def _dry_run_shape(self, name: str) -> tuple[int, ...]:
-        """Per-sample output shape of ``name``'s encoder, from a dry run on the meta device."""
-        encoder = self.encoders[name]
-        meta = {k: torch.empty_like(v, device="meta") for k, v in encoder.state_dict().items()}
-        probe = torch.empty((2, *self.input_shapes[name]), device="meta")
-        return tuple(torch.func.functional_call(encoder, meta, (probe,)).shape[1:])
 
     def encode(self, inputs: Mapping[str, torch.Tensor]) -> Encoded:
         """Run the encoder of every given modality once; zeros stand in for the others."""
@@ -119,7 +110,12 @@ class UnifiedNetwork(nn.Module):
         return Encoded(features, present)
 
     def fuse(
-        self, encoded: Encoded, mask: torch.Tensor | None = None, head: str = "head"
+        self,
+        encoded: Encoded,
+        mask: torch.Tensor | None = None,
+        head: str = "head",
+        *,
+        extras: bool = False,
     ) -> NetworkOutput:
         """Zero the features of absent modalities, fuse them and apply a head.
 
@@ -128,19 +124,31 @@ class UnifiedNetwork(nn.Module):
             mask: optional (b, m) 0/1 per-sample mask; a modality absent from the
                 inputs is absent whatever the mask says.
             head: ``"head"`` (deployment) or ``"reg_head"`` (regularization network).
+            extras: also return what the training loss reads besides the logits: the
+                fusion's auxiliary heads and the head's side outputs (when they have them).
         """
         mask = self.effective_mask(encoded, mask)
         masked = [
             feat * mask[:, i].view(-1, *([1] * (feat.ndim - 1))).to(feat.dtype)
             for i, feat in enumerate(encoded.features)
         ]
-        fused = self.fusion(masked, mask)
-        return self.apply_head(fused, head)
+        auxiliary: list[AuxiliaryLogits] = []
+        if extras and hasattr(self.fusion, "forward_auxiliary"):
+            fused, auxiliary = self.fusion.forward_auxiliary(masked, mask)
+        else:
+            fused = self.fusion(masked, mask)
+        out = self.apply_head(fused, head, extras=extras)
+        out.auxiliary = auxiliary
+        return out
 
-    def apply_head(self, fused: torch.Tensor, head: str = "head") -> NetworkOutput:
+    def apply_head(self, fused: Any, head: str = "head", *, extras: bool = False) -> NetworkOutput:
+        """One head on fused features; ``extras``: with its side outputs, if it has any."""
         module = self.head if head == "head" else self.reg_head
         if module is None:
             raise ValueError("this network has no regularization head")
+        if extras and hasattr(module, "forward_sides"):
+            features, logits, sides = module.forward_sides(fused)
+            return NetworkOutput(fused, features, logits, side_logits=list(sides))
         features, logits = module(fused)
         return NetworkOutput(fused, features, logits)
 

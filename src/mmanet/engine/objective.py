@@ -1,0 +1,198 @@
+"""The loss of one batch: paper Eq. 1, ``L = L_TL + α·L_MAD + β·L_MAR``, plus the fusion's
+auxiliary heads and any loss term a user registers.
+
+Each term is a small registered function of a :class:`Step` — the batch and the network's
+outputs — returning a scalar (or None when it does not apply to this batch). The
+:class:`Objective` sums the method's terms with their weights:
+
+========== =================== ============================================================
+term       weight              what it is
+========== =================== ============================================================
+``task``   1                   the task loss of the deployment head (and its side outputs)
+``aux``    ``method.aux_weight`` the fusion's auxiliary heads (RFNet, mmFormer)
+``distill`` ``method.alpha``   the registered distillation loss ``method.distill`` (MAD, SP)
+``reg``    ``method.beta``     the task loss of the regularization head on the Ω samples
+                               (the regularizer ``method.regularize``: MAR, SR)
+any        ``method.terms``    a term registered with ``@register_loss_term``
+========== =================== ============================================================
+
+The training log has each term as ``loss_<term>`` and their weighted sum as ``loss``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import torch
+from torch import nn
+
+from mmanet.config import MethodConfig
+from mmanet.engine.teacher import FrozenTeacher
+from mmanet.models import UnifiedNetwork
+from mmanet.outputs import NetworkOutput, fused_map, select_samples
+from mmanet.registry import DISTILLATIONS, LOSS_TERMS
+from mmanet.tasks import Task
+
+register_loss_term = LOSS_TERMS.register
+
+
+@dataclass
+class Step:
+    """One batch through the student, and what a loss term may read of it."""
+
+    model: UnifiedNetwork
+    task: Task
+    method: MethodConfig
+    inputs: dict[str, torch.Tensor]
+    labels: torch.Tensor
+    mask: torch.Tensor  # (b, m) 0/1: each sample's drawn modality mask
+    out: NetworkOutput  # the deployment network's outputs, with side outputs and aux heads
+    reg_rows: torch.Tensor | None = None  # samples whose mask is in Ω; None: no Ω yet
+    index: torch.Tensor | None = None  # the samples' positions in the split (teacher cache)
+    teacher_network: FrozenTeacher | None = field(default=None, repr=False)
+    representation: str = "head"  # what distillation compares: "head" or "fused"
+
+    @cached_property
+    def teacher(self) -> NetworkOutput:
+        """The frozen teacher on the complete inputs (computed when a term first asks)."""
+        if self.teacher_network is None:
+            raise RuntimeError("this method has no teacher")
+        return self.teacher_network(self.inputs, self.index)
+
+    def features(self, out: NetworkOutput) -> torch.Tensor:
+        """The representation distillation compares (``method.mad.features``)."""
+        return fused_map(out.fused) if self.representation == "fused" else out.features
+
+
+Term = Callable[[Step], "torch.Tensor | None"]
+
+
+@register_loss_term("task")
+def task_term(step: Step) -> torch.Tensor:
+    """L_TL: the task loss of the deployment head, plus its side outputs' (ESANet)."""
+    out = step.out
+    return step.task.loss(out.logits, step.labels) + step.task.side_loss(
+        out.side_logits, step.labels
+    )
+
+
+@register_loss_term("aux")
+def auxiliary_term(step: Step) -> torch.Tensor | None:
+    """The fusion's auxiliary heads (RFNet's, mmFormer's), or None without any."""
+    return step.task.auxiliary_loss(step.out.auxiliary, step.labels)
+
+
+@register_loss_term("distill")
+def distillation_term(step: Step) -> torch.Tensor:
+    """L_MAD (Eqs. 2-8) or another registered distillation loss, student vs teacher."""
+    loss = DISTILLATIONS.get(step.method.distill)
+    teacher = step.teacher
+    return loss(step.features(step.out), step.features(teacher), teacher.logits, step.method)
+
+
+@register_loss_term("reg")
+def regularization_term(step: Step) -> torch.Tensor | None:
+    """L_MAR (Eqs. 14-16): the task loss of the regularization head over the samples whose
+    mask is in Ω — the mean over them, 0 when there are none — or None before Ω exists.
+
+    A single vector sample is skipped: batch normalisation of (1, c) features is undefined.
+    """
+    rows = step.reg_rows
+    if rows is None:
+        return None
+    count = len(rows)
+    vectors = isinstance(step.out.fused, torch.Tensor) and step.out.fused.ndim == 2
+    if count == 0 or (count == 1 and vectors):
+        return None
+    reg = step.model.apply_head(select_samples(step.out.fused, rows), "reg_head", extras=True)
+    labels = step.labels[rows]
+    return step.task.loss(reg.logits, labels) + step.task.side_loss(reg.side_logits, labels)
+
+
+def term_weights(method: MethodConfig) -> dict[str, float]:
+    """The method's terms and their weights, in the order they are added."""
+    weights = {"task": 1.0}
+    if method.aux_weight > 0:
+        weights["aux"] = method.aux_weight
+    if method.distill != "none":
+        weights["distill"] = method.alpha
+    if method.regularize != "none":
+        weights["reg"] = method.beta
+    weights.update(method.terms)
+    return weights
+
+
+class Objective(nn.Module):
+    """The method's loss of a batch, as a module: DistributedDataParallel wraps it, so the
+    student's parameters are synchronised while the teacher (not a submodule) stays out.
+
+    ``forward(inputs, labels, mask, reg_rows, index) -> (loss, terms, logits)``: the loss
+    to back-propagate, its detached terms (``loss``, ``loss_<term>``, ``mar_fraction``)
+    and the detached deployment logits.
+    """
+
+    def __init__(
+        self,
+        model: UnifiedNetwork,
+        task: Task,
+        method: MethodConfig,
+        teacher: FrozenTeacher | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.task = task
+        self.method = method
+        self.teacher = teacher
+        self.weights = term_weights(method)
+        self.terms = {name: LOSS_TERMS.get(name) for name in self.weights}
+        features = method.mad.features
+        self.representation = task.distill_features if features == "auto" else features
+
+    def forward(
+        self,
+        inputs: dict[str, torch.Tensor],
+        labels: torch.Tensor,
+        mask: torch.Tensor,
+        reg_rows: torch.Tensor | None = None,
+        index: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        out = self.model.fuse(self.model.encode(inputs), mask, extras=True)
+        step = Step(
+            self.model,
+            self.task,
+            self.method,
+            inputs,
+            labels,
+            mask,
+            out,
+            reg_rows,
+            index,
+            self.teacher,
+            self.representation,
+        )
+        loss: torch.Tensor | None = None
+        terms: dict[str, torch.Tensor] = {}
+        for name, term in self.terms.items():
+            value = term(step)
+            if value is None:
+                continue
+            weight = self.weights[name]
+            weighted = value if weight == 1.0 else weight * value
+            loss = weighted if loss is None else loss + weighted
+            terms[f"loss_{name}"] = value.detach()
+        if reg_rows is not None:
+            terms["mar_fraction"] = torch.tensor(len(reg_rows) / len(labels))
+        assert loss is not None  # the task term is always there
+        terms["loss"] = loss.detach()
+        return loss, terms, out.logits.detach()
+
+
+__all__ = [
+    "Objective",
+    "Step",
+    "Term",
+    "register_loss_term",
+    "term_weights",
+]

@@ -1,0 +1,41 @@
+"""A run's results file, ``results_<split>.json``: the metrics of every combination and
+where they came from (method, epoch, code version, Ω, the processes that agreed)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmanet.engine import distributed
+from mmanet.io import atomic_write_json
+
+
+def check_ranks_agree(model: torch.nn.Module, omega: list[str] | None) -> dict[str, Any]:
+    """Every process's Ω and weight digest; an error if the processes have diverged."""
+    digest = hashlib.sha256()
+    for value in model.state_dict().values():
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    ranks = distributed.all_gather_object({"omega": omega, "weights": digest.hexdigest()})
+    if any(r != ranks[0] for r in ranks):
+        raise RuntimeError(f"data-parallel processes diverged: {ranks}")
+    return {"world_size": distributed.world_size(), "ranks": ranks}
+
+
+def write_results(
+    run_dir: Path, split: str, report: dict[str, Any], skipped: list[str]
+) -> dict[str, Any]:
+    """Write ``results_<split>.json`` (rank 0), listing any unreadable samples left out."""
+    if skipped:
+        report["skipped"] = list(skipped)
+        print(
+            f"mmanet: skipped {len(skipped)} unreadable samples "
+            f"(listed in {run_dir / f'results_{split}.json'})"
+        )
+    atomic_write_json(run_dir / f"results_{split}.json", report)
+    return report
+
+
+__all__ = ["check_ranks_agree", "write_results"]

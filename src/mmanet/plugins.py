@@ -1,0 +1,79 @@
+"""Your own code for a run: the modules named by the config key ``imports``.
+
+Each entry is a module name (``my_package.encoders``, importable from the current
+directory or the Python path) or the path of a ``.py`` file (relative to the current
+directory). Importing them runs their ``register_*`` decorators, so a run whose model,
+fusion, dataset, task, method or loss term comes from your code can be trained,
+evaluated, exported, predicted and compared by every command: the list is recorded in
+the run's ``config.yaml`` and in each checkpoint, and every command imports it first.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from types import ModuleType
+
+from mmanet.errors import ConfigError
+
+_imported: dict[str, ModuleType] = {}
+
+
+def import_user_modules(entries: Iterable[str]) -> list[ModuleType]:
+    """Import every entry once per process (a second call is free); returns the modules."""
+    return [_import(str(entry)) for entry in entries]
+
+
+def _import(entry: str) -> ModuleType:
+    if entry in _imported:
+        return _imported[entry]
+    module = _import_file(Path(entry)) if entry.endswith(".py") else _import_name(entry)
+    _imported[entry] = module
+    return module
+
+
+def _import_file(path: Path) -> ModuleType:
+    resolved = path.resolve()
+    if not resolved.is_file():
+        raise ConfigError(f"imports: file not found: {path}")
+    name = f"mmanet_user_{resolved.stem}"
+    known = sys.modules.get(name)
+    if known is not None and Path(getattr(known, "__file__", "")).resolve() == resolved:
+        return known
+    spec = importlib.util.spec_from_file_location(name, resolved)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # pickled objects of the module find it by this name
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:
+        del sys.modules[name]
+        raise ConfigError(f"imports: {path} failed: {type(err).__name__}: {err}") from err
+    return module
+
+
+def _import_name(name: str) -> ModuleType:
+    here = os.getcwd()
+    added = here not in sys.path
+    if added:  # a console script's path does not hold the current directory
+        sys.path.insert(0, here)
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        if err.name and name.startswith(err.name):
+            raise ConfigError(
+                f"imports: no module named {name!r} (a module on the Python path, or a .py file)"
+            ) from None
+        raise ConfigError(f"imports: {name} failed: {type(err).__name__}: {err}") from err
+    except Exception as err:
+        raise ConfigError(f"imports: {name} failed: {type(err).__name__}: {err}") from err
+    finally:
+        if added:
+            sys.path.remove(here)
+
+
+__all__ = ["import_user_modules"]

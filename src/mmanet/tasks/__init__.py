@@ -1,0 +1,14 @@
+"""Tasks: classification (and two-class anti-spoofing) and semantic segmentation."""
+
+from mmanet.tasks.base import Task, build_task, register_task
+from mmanet.tasks.classification import AntiSpoofingTask, ClassificationTask
+from mmanet.tasks.segmentation import SegmentationTask
+
+__all__ = [
+    "AntiSpoofingTask",
+    "ClassificationTask",
+    "SegmentationTask",
+    "Task",
+    "build_task",
+    "register_task",
+]
