@@ -20,6 +20,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
         "bench_data_loading.py",
         "bench_pixel_mad.py",
         "bench_teacher.py",
+        "bench_startup.py",
     ],
 )
 def test_benchmark_quick_run_prints_ratios(script):

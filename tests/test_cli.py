@@ -71,6 +71,15 @@ def test_train_resume_and_evaluate(tmp_path, capsys):
         (["train", "optim.epochs=3", "optim.warmup_epochs=5"], "optim.warmup_epochs (5)"),
         (["train", "--config", "nope.yaml"], "config file not found: nope.yaml"),
         (["evaluate", "--run", "nowhere"], "config file not found: nowhere/config.yaml"),
+        (["train", "imports=[no_such_module]"], "imports: no module named 'no_such_module'"),
+        (["train", "imports=[missing.py]"], "imports: file not found: missing.py"),
+        (["train", "method.distill=rkd"], "unknown method.distill='rkd'; registered: mad, sp"),
+        (["train", "method.terms={nope: 1}"], "unknown method.terms='nope'; registered: task"),
+        (["train", "task=regression"], "unknown task='regression'; registered: classification"),
+        (
+            ["train", "model.fusion=hemis", "model.fusion_aux=true"],
+            "model.fusion_aux: model.fusion=hemis has no auxiliary heads",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(args, message, capsys):
@@ -78,6 +87,14 @@ def test_bad_input_is_one_line_and_exit_code_2(args, message, capsys):
     err = capsys.readouterr().err
     assert err.startswith("mmanet: error: ") and message in err
     assert err.count("\n") == 1
+
+
+def test_an_imported_module_that_fails_is_one_line(tmp_path, capsys):
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise RuntimeError('not today')\n")
+    assert main(["train", f"imports=[{broken}]"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"mmanet: error: imports: {broken} failed: RuntimeError: not today\n"
 
 
 def test_console_entry_point():
@@ -254,3 +271,23 @@ def test_compare_in_parallel_processes_equals_the_sequential_comparison(tmp_path
         assert main([*args, "--jobs", str(jobs), "--no-figures", "--no-progress", *short]) == 0
         results[jobs] = json.loads((out / "results.json").read_text())["methods"]
     assert results[1] == results[2]
+
+
+def test_parsing_the_command_line_imports_neither_torch_nor_the_models():
+    """``mmanet --help`` and the parser of every command: the commands import what they
+    need when they run (benchmarks/bench_startup.py: 0.025x the cost of the library)."""
+    code = (
+        "import sys\n"
+        "from mmanet.cli import build_parser\n"
+        "parser = build_parser()\n"
+        "for argv in (['--help'], ['train', '--help'], ['predict', '--help']):\n"
+        "    try:\n"
+        "        parser.parse_args(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('mmanet.')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "['mmanet.cli', 'mmanet.errors']"

@@ -1,5 +1,5 @@
-"""ESANet (SPEC §5): shapes, the bilinear init of the learned upsampling, the mask at every
-fusion point, the regularization decoder, hand counts and the SE-add formula."""
+"""ESANet (docs/method.md#esanet): shapes, the bilinear init of the learned upsampling, the
+mask at every fusion point, the regularization decoder, hand counts and the SE-add formula."""
 
 from __future__ import annotations
 

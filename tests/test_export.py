@@ -13,6 +13,7 @@ import torch
 from conftest import fast_overrides
 from mmanet.cli import main
 from mmanet.config import build_config
+from mmanet.data import ArrayReader
 from mmanet.engine import Trainer, load_network
 
 
@@ -40,6 +41,14 @@ def test_onnx_export_matches_pytorch_for_all_63_combinations(demo_run, mfeat, tm
     assert len(sidecar["max_abs_difference"]) == 63
     assert max(sidecar["max_abs_difference"].values()) <= 1e-4
     assert sidecar["mask"]["order"] == mfeat.modalities
+    default = ArrayReader()  # mfeat is a function-only dataset: features as given
+    for name, shape in mfeat.input_shapes.items():
+        assert sidecar["inputs"][name] == {
+            "shape": ["batch", *shape],
+            "dtype": "float32",
+            "preprocessing": default.describe(name),
+        }
+    assert sidecar["inputs"]["mask"]["shape"] == ["batch", len(mfeat.modalities)]
 
     # independently: real test samples, every combination, one session
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])

@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader
 
 from mmanet.config import DataConfig
 from mmanet.data import DataError, build_data, collate
-from mmanet.data.casia_surf import BONA_FIDE, FACE_MODALITIES
 from mmanet.data.cefa import PAI_TO_CLASS, load_cefa, parse_video_name
+from mmanet.data.face import BONA_FIDE, FACE_MODALITIES
 from mmanet.data.fixtures import face_images, write_casia_surf, write_cefa
 from mmanet.data.transforms import face_transforms
 

@@ -423,7 +423,7 @@ def decoder_loss(logits, sides, labels, weights) -> float:
 
 
 def test_segmentation_loss_sums_side_outputs_with_class_weights_and_reg_decoder(tmp_path, nyuv2):
-    from mmanet.data.nyuv2 import median_frequency_weights
+    from mmanet.data.rgbd import median_frequency_weights
 
     teacher_dir = tmp_path / "teacher"
     seg_trainer(teacher_dir, nyuv2, "teacher").save()

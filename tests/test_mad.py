@@ -1,4 +1,5 @@
-"""MAD and its SP ablation (SPEC §3) against hand computations and invariances."""
+"""MAD and its SP ablation (paper Eqs. 2-8, docs/method.md#mad) against hand computations
+and invariances."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MAD with granularity="pixel" (SPEC §3, segmentation): blocked, linear-memory relations."""
+"""MAD with granularity="pixel" (docs/method.md#segmentation): blocked, linear-memory relations."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""MAR and its SR ablation (SPEC §4): discrepancies, Ω and the miner."""
+"""MAR and its SR ablation (paper Eqs. 9-16, docs/method.md#mar): discrepancies, Ω and the
+miner."""
 
 from __future__ import annotations
 

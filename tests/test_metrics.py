@@ -1,4 +1,4 @@
-"""Confusion matrices, error rates and APCER/BPCER/ACER (SPEC §5 metrics)."""
+"""Confusion matrices, error rates and APCER/BPCER/ACER (docs/method.md#metrics)."""
 
 from __future__ import annotations
 

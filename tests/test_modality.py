@@ -1,4 +1,4 @@
-"""Masks, combinations and modality dropout (SPEC §2)."""
+"""Masks, combinations and modality dropout (paper §3.1, docs/method.md#modality-dropout)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,12 @@
-"""Property-based tests (hypothesis) of the method's building blocks against SPEC.md.
+"""Property-based tests (hypothesis) of the method's building blocks against docs/method.md.
 
-* §2 modality dropout: :class:`mmanet.modality.MaskSampler`.
-* §3 MAD: :func:`mmanet.losses.mad.mad_loss`, sample and pixel granularity.
-* §4 MAR: :class:`mmanet.losses.mar.WeakCombinationMiner` and Ω.
-* §5 metrics: APCER/BPCER/ACER, (m)IoU and confusion matrices.
+* modality dropout (#modality-dropout): :class:`mmanet.modality.MaskSampler`.
+* MAD (#mad, #segmentation): :func:`mmanet.losses.mad.mad_loss`, sample and pixel
+  granularity.
+* MAR (#mar): :class:`mmanet.losses.mar.WeakCombinationMiner` and Ω.
+* metrics (#metrics): APCER/BPCER/ACER, (m)IoU and confusion matrices.
 
-Every reference value here is recomputed from the SPEC's definitions with plain Python
+Every reference value here is recomputed from those definitions with plain Python
 loops (float64), never through the library's own helpers.  Random tensor contents come
 from a ``torch.Generator`` seeded by hypothesis, so shrinking acts on shapes and seeds.
 """
@@ -60,7 +61,7 @@ def same_or_both_nan(actual: float, expected: float, rel: float = 1e-9) -> bool:
 
 
 # --------------------------------------------------------------------------------------
-# SPEC §2: modality dropout
+# Modality dropout (paper §3.1, docs/method.md#modality-dropout)
 # --------------------------------------------------------------------------------------
 
 
@@ -73,7 +74,7 @@ def same_or_both_nan(actual: float, expected: float, rel: float = 1e-9) -> bool:
     data=st.data(),
 )
 def test_sampled_masks_are_binary_and_never_empty(m, batch, seed, weighted, data):
-    """SPEC §2: one 0/1 mask of m bits per sample, never the all-zero mask, whether the
+    """Modality dropout: one 0/1 mask of m bits per sample, never the all-zero mask, whether the
     draw is uniform or uses user-given per-combination probabilities."""
     probabilities = None
     if weighted:
@@ -90,7 +91,7 @@ def test_sampled_masks_are_binary_and_never_empty(m, batch, seed, weighted, data
 @settings(max_examples=12, deadline=None)
 @given(m=st.integers(1, 4), seed=SEEDS)
 def test_uniform_sampling_reaches_every_combination_evenly(m, seed):
-    """SPEC §2: the uniform draw reaches each of the 2^m - 1 non-empty masks, with
+    """Modality dropout: the uniform draw reaches each of the 2^m - 1 non-empty masks, with
     frequencies close to 1 / (2^m - 1) (a loose ±30 % band: > 6 standard deviations)."""
     combos = 2**m - 1
     draws = 400 * combos
@@ -106,7 +107,7 @@ def test_uniform_sampling_reaches_every_combination_evenly(m, seed):
 @settings(max_examples=40, deadline=None)
 @given(m=st.integers(2, 6), batch=st.integers(1, 50), seed=SEEDS, weighted=st.booleans())
 def test_same_seed_replays_the_same_masks(m, batch, seed, weighted):
-    """SPEC §2: the draw uses the run's seeded generator, so the same seed replays the same
+    """Modality dropout: the draw uses the run's seeded generator, so the same seed replays the same
     masks (for the uniform and the weighted sampler), and consecutive draws continue the
     same stream."""
     probabilities = [float(i + 1) for i in range(2**m - 1)] if weighted else None
@@ -121,8 +122,9 @@ def test_same_seed_replays_the_same_masks(m, batch, seed, weighted):
 @settings(max_examples=40, deadline=None)
 @given(m=st.integers(1, 4), seed=SEEDS, data=st.data())
 def test_zero_probability_masks_are_never_drawn(m, seed, data):
-    """SPEC §2 option: with user-given probabilities (in ``all_masks`` order), a mask whose
-    probability is zero is never drawn, and with enough draws every positive one is."""
+    """``method.mask_probabilities``: with user-given probabilities (in ``all_masks`` order),
+    a mask whose probability is zero is never drawn, and with enough draws every positive
+    one is."""
     n = 2**m - 1
     support = data.draw(st.lists(st.booleans(), min_size=n, max_size=n).filter(any))
     weights = data.draw(st.lists(st.floats(0.5, 2.0), min_size=n, max_size=n))
@@ -137,12 +139,12 @@ def test_zero_probability_masks_are_never_drawn(m, seed, data):
 
 
 # --------------------------------------------------------------------------------------
-# SPEC §3: MAD
+# MAD (paper Eqs. 2-8, docs/method.md#mad)
 # --------------------------------------------------------------------------------------
 
 
 def brute_force_mad(student, teacher, logits, relation, weighting) -> float:
-    """L_MAD of SPEC §3 written out in float64 loops (sample granularity)."""
+    """L_MAD of docs/method.md#mad written out in float64 loops (sample granularity)."""
     b = student.shape[0]
     u = student.reshape(b, -1).double().tolist()
     v = teacher.reshape(b, -1).double().tolist()
@@ -185,7 +187,7 @@ def mad_inputs(draw, min_batch: int = 2, dense: bool = False, sharp: bool = True
     or, with ``dense``, (b, k, h, w); student and teacher channels may differ.
 
     ``sharp`` allows logits of scale 10, whose near-zero entropies the library computes in
-    fp32 (SPEC §3: reductions in fp32); ``"linear"`` weights are ratios of those entropies,
+    fp32 (docs/method.md#mad: computed in fp32); ``"linear"`` weights are ratios of those entropies,
     so comparisons with the float64 reference use ``sharp=False`` (scale at most 2)."""
     b = draw(st.integers(min_batch, 6))
     c_s, c_t = draw(st.integers(1, 5)), draw(st.integers(1, 5))
@@ -202,9 +204,9 @@ def mad_inputs(draw, min_batch: int = 2, dense: bool = False, sharp: bool = True
 
 @settings(max_examples=40, deadline=None)
 @given(inputs=mad_inputs(min_batch=1, sharp=False), relation=RELATIONS, weighting=WEIGHTINGS)
-def test_mad_matches_the_spec_formula(inputs, relation, weighting):
-    """SPEC §3 steps 1-6: L_MAD = Σ_i w(i) Σ_j (r_t(i,j) - r_d(i,j))², recomputed in float64
-    loops; it is finite and non-negative for any batch size (1 included)."""
+def test_mad_matches_the_written_out_formula(inputs, relation, weighting):
+    """MAD steps 1-6 (Eqs. 2-8): L_MAD = Σ_i w(i) Σ_j (r_t(i,j) - r_d(i,j))², recomputed in
+    float64 loops; it is finite and non-negative for any batch size (1 included)."""
     student, teacher, logits = inputs
     loss = mad_loss(student, teacher, logits, relation=relation, weighting=weighting)
     assert loss.shape == ()
@@ -217,7 +219,7 @@ def test_mad_matches_the_spec_formula(inputs, relation, weighting):
 @settings(max_examples=40, deadline=None)
 @given(inputs=mad_inputs(), relation=RELATIONS, weighting=WEIGHTINGS)
 def test_mad_is_zero_when_student_equals_teacher(inputs, relation, weighting):
-    """SPEC §3: identical student and teacher features have identical relation matrices,
+    """MAD: identical student and teacher features have identical relation matrices,
     so every gap g(i) and the loss are zero, whatever the weights."""
     student, _, logits = inputs
     loss = mad_loss(student, student.clone(), logits, relation=relation, weighting=weighting)
@@ -233,7 +235,7 @@ def test_mad_is_zero_when_student_equals_teacher(inputs, relation, weighting):
     factor=st.floats(0.1, 10.0),
 )
 def test_mad_is_invariant_to_positive_scaling(inputs, relation, weighting, seed, factor):
-    """SPEC §3 step 2: both relations are scale-free.  Cosine normalises every row, so a
+    """MAD step 2 (Eq. 4): both relations are scale-free.  Cosine normalises every row, so a
     per-sample positive rescaling of the student leaves L_MAD unchanged; the row-normalised
     Gram matrix is unchanged by one global positive factor.  Scaling student and teacher
     together by one factor leaves either relation, hence the loss, unchanged."""
@@ -258,10 +260,10 @@ def test_mad_is_invariant_to_positive_scaling(inputs, relation, weighting, seed,
 @settings(max_examples=40, deadline=None)
 @given(inputs=mad_inputs(), relation=RELATIONS, weighting=WEIGHTINGS, seed=SEEDS)
 def test_mad_is_invariant_to_batch_permutation(inputs, relation, weighting, seed):
-    """SPEC §3: L_MAD is a weighted sum over samples (rows) of gaps summed over samples
+    """MAD: L_MAD is a weighted sum over samples (rows) of gaps summed over samples
     (columns), with weights attached to rows — so permuting student, teacher and logits
     together leaves it unchanged (this would fail with the column-broadcast weighting
-    defect of the authors' code that SPEC §3 warns about)."""
+    defect of the authors' code, docs/method.md#departures-from-the-authors-code)."""
     student, teacher, logits = inputs
     perm = torch.randperm(student.shape[0], generator=generator(seed))
     base = mad_loss(student, teacher, logits, relation=relation, weighting=weighting)
@@ -274,7 +276,7 @@ def test_mad_is_invariant_to_batch_permutation(inputs, relation, weighting, seed
 @settings(max_examples=30, deadline=None)
 @given(relation=RELATIONS, weighting=WEIGHTINGS, seed=SEEDS, d=st.integers(1, 64))
 def test_mad_batch_of_two_is_finite_and_bounded(relation, weighting, seed, d):
-    """SPEC §3 with b = 2: finite and non-negative; cosine relations lie in [-1, 1], so each
+    """MAD with b = 2: finite and non-negative; cosine relations lie in [-1, 1], so each
     g(i) ≤ 2 · 2² = 8 and, with weights summing to one, L_MAD ≤ 8 (the row-normalised Gram
     entries also lie in [-1, 1])."""
     gen = generator(seed)
@@ -286,7 +288,7 @@ def test_mad_batch_of_two_is_finite_and_bounded(relation, weighting, seed, d):
 
 
 def brute_force_pixel_mad(student, teacher, logits, relation, weighting) -> float:
-    """SPEC §3 ``granularity="pixel"`` on unpooled maps: every pixel is a sample (image
+    """MAD ``granularity="pixel"`` on unpooled maps: every pixel is a sample (image
     major, then row, column), entropies of the dense logits per pixel."""
     b, _, h, w = student.shape
     to_pixels = lambda maps: maps.permute(0, 2, 3, 1).reshape(b * h * w, -1)  # noqa: E731
@@ -304,8 +306,8 @@ def brute_force_pixel_mad(student, teacher, logits, relation, weighting) -> floa
     weighting=WEIGHTINGS,
     block_rows=st.one_of(st.none(), st.integers(1, 7)),
 )
-def test_pixel_mad_matches_the_spec_formula(inputs, relation, weighting, block_rows):
-    """SPEC §3 ``granularity="pixel"`` on maps smaller than the 30 x 40 cap (no pooling):
+def test_pixel_mad_matches_the_written_out_formula(inputs, relation, weighting, block_rows):
+    """MAD ``granularity="pixel"`` on maps smaller than the 30 x 40 cap (no pooling):
     equals the sample formula with every pixel as a sample, for any row-block size; it is
     finite and non-negative."""
     student, teacher, logits = inputs
@@ -327,7 +329,7 @@ def test_pixel_mad_matches_the_spec_formula(inputs, relation, weighting, block_r
 @settings(max_examples=30, deadline=None)
 @given(inputs=mad_inputs(dense=True), relation=RELATIONS, weighting=WEIGHTINGS, seed=SEEDS)
 def test_pixel_mad_zero_and_permutation_properties(inputs, relation, weighting, seed):
-    """SPEC §3 ``granularity="pixel"``: zero when student == teacher, and invariant to
+    """MAD ``granularity="pixel"``: zero when student == teacher, and invariant to
     permuting the images of the batch (which only permutes the pixel-samples)."""
     student, teacher, logits = inputs
     kwargs = {"relation": relation, "weighting": weighting, "granularity": "pixel"}
@@ -341,7 +343,7 @@ def test_pixel_mad_zero_and_permutation_properties(inputs, relation, weighting, 
 
 
 def reference_pixel_mad(student, teacher, logits, relation, weighting) -> torch.Tensor:
-    """Differentiable float64 SPEC §3 formula on pixel vectors, materialising N x N."""
+    """Differentiable float64 MAD formula on pixel vectors, materialising N x N."""
     k = logits.shape[1]
     u = student.double().permute(0, 2, 3, 1).reshape(-1, student.shape[1])
     v = teacher.double().permute(0, 2, 3, 1).reshape(-1, teacher.shape[1])
@@ -374,7 +376,7 @@ def reference_pixel_mad(student, teacher, logits, relation, weighting) -> torch.
 def test_pixel_mad_gradient_matches_the_materialised_formula(
     inputs, relation, weighting, block_rows
 ):
-    """SPEC §3 ``granularity="pixel"`` computes the gaps in row blocks with a hand-written
+    """MAD ``granularity="pixel"`` computes the gaps in row blocks with a hand-written
     (cosine) or checkpointed (gram) backward: its gradient with respect to the student
     features equals autograd through the materialised N x N formula, for any block size;
     the teacher is detached (no gradient)."""
@@ -411,7 +413,7 @@ def test_pixel_mad_gradient_matches_the_materialised_formula(
     pool=st.tuples(st.integers(1, 3), st.integers(1, 3)),
 )
 def test_pixel_mad_pools_features_and_logits_alike(inputs, relation, weighting, pool):
-    """SPEC §3 ``granularity="pixel"`` on a pooled grid: the loss with ``pool=(ph, pw)``
+    """MAD ``granularity="pixel"`` on a pooled grid: the loss with ``pool=(ph, pw)``
     equals the loss on features and logits adaptive-average-pooled to (ph, pw) first."""
     student, teacher, logits = inputs
     kwargs = {"relation": relation, "weighting": weighting, "granularity": "pixel"}
@@ -425,12 +427,13 @@ def test_pixel_mad_pools_features_and_logits_alike(inputs, relation, weighting, 
 
 
 # --------------------------------------------------------------------------------------
-# SPEC §4: MAR mining
+# MAR mining (paper Eqs. 9-13, docs/method.md#mar)
 # --------------------------------------------------------------------------------------
 
 
 def brute_force_discrepancy(counts: list[list[int]], distribution: str) -> list[float]:
-    """SPEC §4 steps 2-3: add-one-smoothed histograms (optionally softmaxed), KL(P_0 ‖ P_i)."""
+    """MAR mining steps 2-3 (Eqs. 10-12): add-one-smoothed histograms (optionally
+    softmaxed), KL(P_0 ‖ P_i)."""
 
     def dist(row):
         smoothed = [c + 1.0 for c in row]
@@ -466,7 +469,7 @@ def mining_histories(draw):
 @settings(max_examples=60, deadline=None)
 @given(history=mining_histories(), distribution=DISTRIBUTIONS)
 def test_miner_fixes_the_down_set_of_the_weakest_drop_one_mask(history, distribution):
-    """SPEC §4: fed one (m + 1, k) histogram per warm-up epoch as the trainer's ``mine``
+    """MAR: fed one (m + 1, k) histogram per warm-up epoch as the trainer's ``mine``
     does, the miner stores g = KL(P_0 ‖ P_i) as row e of the memory bank, leaves Ω unset
     until epoch N, then fixes Ω = sub_masks(Δ_w) with w = argmax of the mean g (recomputed
     here from the counts in float64).  Ω is non-empty, a down-set (every subset of a member
@@ -511,7 +514,7 @@ def test_miner_fixes_the_down_set_of_the_weakest_drop_one_mask(history, distribu
 @settings(max_examples=40, deadline=None)
 @given(history=mining_histories(), distribution=DISTRIBUTIONS, stop=st.integers(1, 5))
 def test_miner_resumes_from_its_state(history, distribution, stop):
-    """SPEC §4 with a resumed run: saving the miner after any warm-up epoch and loading the
+    """MAR with a resumed run: saving the miner after any warm-up epoch and loading the
     state into a fresh miner gives the same memory bank and the same Ω at the end."""
     m, _, warmup, epochs = history
     stop = min(stop, warmup)
@@ -539,7 +542,7 @@ def test_miner_resumes_from_its_state(history, distribution, stop):
     distribution=DISTRIBUTIONS,
 )
 def test_prediction_discrepancy_from_labels(m, k, n, seed, distribution):
-    """SPEC §4 steps 2-3 from predicted labels: histograms with k bins (empty bins
+    """MAR mining steps 2-3 (Eqs. 10-12) from predicted labels: histograms with k bins (empty bins
     included), g(i) = KL(P_0 ‖ P_i) ≥ 0, and g(i) = 0 when Δ_i predicts like Δ_0."""
     gen = generator(seed)
     full = torch.randint(k, (n,), generator=gen)
@@ -558,7 +561,7 @@ def test_prediction_discrepancy_from_labels(m, k, n, seed, distribution):
 @settings(max_examples=40, deadline=None)
 @given(rows=st.integers(1, 6), m=st.integers(2, 6), seed=SEEDS)
 def test_weak_masks_is_the_down_set_of_the_argmax(rows, m, seed):
-    """SPEC §4 'After epoch N': for any memory bank, Ω is sub_masks of the drop-one mask of
+    """MAR's Ω (Eq. 13): for any memory bank, Ω is sub_masks of the drop-one mask of
     the column with the largest mean."""
     bank = torch.rand(rows, m, generator=generator(seed), dtype=torch.float64)
     means = [sum(bank[:, i].tolist()) / rows for i in range(m)]
@@ -573,7 +576,7 @@ def test_weak_masks_is_the_down_set_of_the_argmax(rows, m, seed):
 
 
 # --------------------------------------------------------------------------------------
-# SPEC §5: metrics
+# Metrics (docs/method.md#metrics)
 # --------------------------------------------------------------------------------------
 
 
@@ -587,7 +590,7 @@ def confusions(k_min: int = 2, k_max: int = 6):
 @settings(max_examples=80, deadline=None)
 @given(confusion=confusions(2, 2), bona_fide=st.integers(0, 1))
 def test_apcer_bpcer_acer_from_definitions(confusion, bona_fide):
-    """SPEC §5 (ISO/IEC 30107-3), rows = true class, columns = predicted, ``bona_fide_class``
+    """Metrics (ISO/IEC 30107-3), rows = true class, columns = predicted, ``bona_fide_class``
     = the index of the bona fide class: APCER = % of attack samples predicted bona fide,
     BPCER = % of bona fide samples predicted attack, ACER = their mean; a rate over an
     empty class is NaN.  Accuracy and error are complementary percentages."""
@@ -611,7 +614,7 @@ def test_apcer_bpcer_acer_from_definitions(confusion, bona_fide):
 @settings(max_examples=30, deadline=None)
 @given(confusion=confusions(3, 6), bona_fide=st.integers(0, 1))
 def test_presentation_attack_rates_need_two_classes(confusion, bona_fide):
-    """SPEC §5: APCER/BPCER are two-class rates; more classes are refused, while the
+    """Metrics: APCER/BPCER are two-class rates; more classes are refused, while the
     accuracy of a k-class confusion is still the share of its diagonal."""
     with pytest.raises(ValueError):
         classification_metrics(torch.from_numpy(confusion), bona_fide)
@@ -624,7 +627,7 @@ def test_presentation_attack_rates_need_two_classes(confusion, bona_fide):
 @settings(max_examples=80, deadline=None)
 @given(confusion=confusions())
 def test_iou_from_definitions(confusion):
-    """SPEC §5 segmentation: IoU_c = TP / (TP + FP + FN) in %, from one confusion; a class
+    """Segmentation metrics: IoU_c = TP / (TP + FP + FN) in %, from one confusion; a class
     absent from both truth and prediction (TP + FP + FN = 0) gets NaN and is left out of
     mIoU; mIoU is NaN when no class is present.  Pixel accuracy = trace / total."""
     k = confusion.shape[0]
@@ -654,7 +657,7 @@ def test_iou_from_definitions(confusion):
     ignore=st.floats(0.0, 0.5),
 )
 def test_confusion_matrices_count_true_rows_predicted_columns(k, n, seed, ignore):
-    """SPEC §5: entry (t, p) counts samples of true class t predicted as p; the segmentation
+    """Metrics: entry (t, p) counts samples of true class t predicted as p; the segmentation
     confusion leaves out void pixels (``ignore_index``) and accepts maps of any shape."""
     gen = generator(seed)
     labels = torch.randint(k, (n,), generator=gen)
@@ -678,7 +681,7 @@ def test_confusion_matrices_count_true_rows_predicted_columns(k, n, seed, ignore
 @settings(max_examples=60, deadline=None)
 @given(n=st.integers(2, 40), seed=SEEDS, bona_fide=st.integers(0, 1), data=st.data())
 def test_decision_threshold_and_equal_error_threshold(n, seed, bona_fide, data):
-    """SPEC §5 'at the 0.5 decision threshold': a sample is accepted as bona fide iff its
+    """Metrics, at the 0.5 decision threshold: a sample is accepted as bona fide iff its
     bona fide score ≥ the threshold.  The equal-error threshold is the observed score that
     minimises |APCER − BPCER| (ties: the lowest such score), checked by brute force."""
     gen = generator(seed)
@@ -709,7 +712,7 @@ def test_decision_threshold_and_equal_error_threshold(n, seed, bona_fide, data):
 
 
 def test_equal_error_threshold_exact_tie_prefers_the_lower_threshold():
-    """SPEC §5 / ``equal_error_threshold`` docstring ('ties: the lower threshold').  Bona fide
+    """``equal_error_threshold`` docstring ('ties: the lower threshold').  Bona fide
     (class 0) scores 0.4, 0.8, 0.1, attack scores 0.2, 0.5: at t = 0.4 APCER = 1/2 and
     BPCER = 1/3, at t = 0.5 APCER = 1/2 and BPCER = 2/3 — both |APCER − BPCER| = 1/6
     exactly, so the documented tie rule picks 0.4 (float rates would round 0.5 − 1/3 above

@@ -20,14 +20,8 @@ from mmanet.data.cityscapes import (
     depth_from_disparity,
     load_cityscapes,
 )
-from mmanet.data.nyuv2 import (
-    IGNORE_INDEX,
-    NYUV2_CLASS_NAMES,
-    NYUV2_DEPTH_MEAN,
-    NYUV2_DEPTH_STD,
-    load_nyuv2,
-    median_frequency_weights,
-)
+from mmanet.data.nyuv2 import NYUV2_CLASS_NAMES, NYUV2_DEPTH_MEAN, NYUV2_DEPTH_STD, load_nyuv2
+from mmanet.data.rgbd import IGNORE_INDEX, median_frequency_weights
 from mmanet.data.seg_fixtures import write_cityscapes, write_nyuv2
 from mmanet.metrics import iou_metrics, segmentation_confusion
 from mmanet.segmentation_images import colorize, default_palette, save_prediction_panel

@@ -114,7 +114,7 @@ def test_void_pixels_are_left_out_of_the_confusions(nyuv2):
 
 
 def test_median_frequency_class_weights_enter_the_pixel_loss(tmp_path, nyuv2):
-    from mmanet.data.nyuv2 import median_frequency_weights
+    from mmanet.data.rgbd import median_frequency_weights
 
     plain = Trainer(config(tmp_path / "plain", "sf_md"), nyuv2)
     cfg = config(tmp_path / "weighted", "sf_md")
@@ -154,8 +154,9 @@ def test_the_pixel_loss_of_a_batch_without_labelled_pixels_is_zero_not_nan(tmp_p
 
 
 def test_segmentation_mad_reads_the_fused_map_by_default(tmp_path, nyuv2):
-    """SPEC §3: for segmentation MAD flattens the fused map (method.mad.features=auto);
-    ESANet's fused map is its bottleneck map after the context module."""
+    """For segmentation MAD flattens the fused map (method.mad.features=auto,
+    docs/method.md#segmentation); ESANet's fused map is its bottleneck map after the
+    context module."""
     from mmanet.losses import mad_loss
     from mmanet.models.esanet import ESANetFeatures
     from mmanet.outputs import fused_map

@@ -1,4 +1,5 @@
-"""The SF network (SPEC §5): parameter counts by hand, torchvision key names, shapes, masks."""
+"""The SF network (docs/method.md#the-sf-network): parameter counts by hand, torchvision key
+names, shapes, masks."""
 
 from __future__ import annotations
 

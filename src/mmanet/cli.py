@@ -256,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--task",
         default="classification",
         choices=tasks,
-        help="classification: Multiple Features; segmentation: rendered RGB-D scenes",
+        metavar="TASK",  # not the choices: they are read from the registry when shown
+        help="a task with a bundled demo: %(choices)s (default %(default)s)",
     )
     demo.add_argument("--out", help="output folder (default runs/demo_<task>)")
     demo.add_argument("--config", help="YAML config (default: the bundled demo config)")
@@ -272,7 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--config", help="dataset YAML config (default: the bundled demo of --task)"
     )
-    compare.add_argument("--task", default="classification", choices=tasks)
+    compare.add_argument(
+        "--task",
+        default="classification",
+        choices=tasks,
+        metavar="TASK",
+        help="the bundled demo config of this task: %(choices)s (default %(default)s)",
+    )
     compare.add_argument(
         "--methods",
         default="all",

@@ -27,6 +27,7 @@ from mmanet.registry import (
     METHODS,
     MODELS,
     REGULARIZERS,
+    TASKS,
 )
 
 
@@ -107,8 +108,8 @@ class MADConfig:
     relation: Literal["cosine", "gram"] = "cosine"
     weighting: Literal["softmax", "linear", "uniform"] = "softmax"
     # "fused": the fusion output's map (ESANet: the fused bottleneck map the decoders read);
-    # "head": the head's representation (SF: the layer-4 map, SPEC §5); "auto": fused for
-    # segmentation (SPEC §3), head otherwise.
+    # "head": the head's representation (SF: the layer-4 map); "auto": the task's choice,
+    # fused for segmentation, head otherwise (docs/method.md#mad).
     features: Literal["auto", "head", "fused"] = "auto"
     granularity: Literal["sample", "pixel"] = "sample"  # dense maps: every pooled pixel a sample
 
@@ -162,6 +163,7 @@ class Config:
     # fusions, datasets, tasks, methods or loss terms (mmanet.plugins)
     imports: list[str] = field(default_factory=list)
     seed: int = 0
+    task: str | None = None  # a registered task; None: the dataset's own
     device: str = "cpu"  # "cpu", "cuda", "cuda:1", or "auto"
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default
     out: str = "runs/default"
@@ -279,6 +281,8 @@ def validate(config: Config) -> None:
     preset = METHODS.get(method.name)
     MODELS.check(model.name)
     DATASETS.check(config.data.name)
+    if config.task is not None:
+        TASKS.check(config.task)
     if model.fusion_aux and (
         model.fusion == "default"
         or "aux" not in inspect.signature(FUSIONS.get(model.fusion)).parameters

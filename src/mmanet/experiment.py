@@ -10,6 +10,7 @@ import datetime
 import hashlib
 import json
 import multiprocessing
+import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from mmanet.methods import TABLES, get_method, method_titles, methods_in
 from mmanet.metrics import summarize
 from mmanet.modality import Modalities
 from mmanet.models import baseline_title
+from mmanet.plugins import import_user_modules
 from mmanet.provenance import code_version
 from mmanet.registry import METHODS, TASKS
 from mmanet.report import LOWER_IS_BETTER, aggregate, comparison_table
@@ -192,7 +194,7 @@ def compare(
         distilling = [run for run in runs if configs[run[0]].method.distill != "none"]
         first = [("teacher", seed, None) for seed in seeds] if needs_teacher else []
         first += [run for run in runs if run not in distilling]
-        run_in_processes([first, distilling], shared, jobs, progress)
+        run_in_processes([first, distilling], shared, jobs, progress, base.imports)
     reports: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     for seed in seeds:
         teacher_dir = out / f"seed-{seed}" / "teacher"
@@ -238,8 +240,9 @@ def compare(
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(shared: tuple) -> None:
-    _worker["shared"] = shared
+def _init_worker(imports: list[str], shared: bytes) -> None:
+    import_user_modules(imports)  # before the data are unpickled: they may be of their types
+    _worker["shared"] = pickle.loads(shared)
     code_version()  # as imported
 
 
@@ -255,7 +258,11 @@ def _run_job(job: tuple[str, int, str | None]) -> str:
 
 
 def run_in_processes(
-    phases: Sequence[Sequence[tuple]], shared: tuple, jobs: int, progress: bool = True
+    phases: Sequence[Sequence[tuple]],
+    shared: tuple,
+    jobs: int,
+    progress: bool = True,
+    imports: Sequence[str] = (),
 ) -> None:
     """Run the jobs of each phase in a pool of ``jobs`` spawned processes, phase after phase
     (the teachers before the students that distil from them), with a bar over the runs."""
@@ -267,7 +274,8 @@ def run_in_processes(
         disable=not progress,
         dynamic_ncols=True,
     )
-    with bar, context.Pool(jobs, initializer=_init_worker, initargs=(shared,)) as pool:
+    initargs = (list(imports), pickle.dumps(shared))
+    with bar, context.Pool(jobs, initializer=_init_worker, initargs=initargs) as pool:
         for phase in phases:
             for finished in pool.imap_unordered(_run_job, phase):
                 bar.set_postfix_str(f"finished {finished}", refresh=False)

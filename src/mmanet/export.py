@@ -4,9 +4,10 @@ The exported graph takes every modality (in the checkpoint's modality order) plu
 per-sample presence mask ``mask`` (b, m) of 0/1 floats, and returns ``logits``; so one
 file serves every combination — an absent modality is given as any values (zeros) with
 its mask column 0. No teacher, no regularization head. Next to ``model.onnx`` a JSON
-sidecar records the modalities, input shapes, class names, the code version and the
-verification: the largest absolute difference between onnxruntime and PyTorch per
-combination on random inputs.
+sidecar records, per input (each modality and the mask), its shape, dtype and preprocessing
+(how a file becomes that input: the run's dataset's :class:`~mmanet.data.InputReader`), and
+the class names, the code version and the verification: the largest absolute difference
+between onnxruntime and PyTorch per combination on random inputs.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmanet.engine.network import load_network
+from mmanet.data import input_reader
+from mmanet.engine.network import checkpoint_config, load_network
 from mmanet.io import atomic_write_json
 from mmanet.modality import Modalities
 from mmanet.models import Builder, UnifiedNetwork
@@ -67,6 +69,7 @@ def export_onnx(
     masks = torch.tensor(names.combinations, dtype=torch.float32)
     graph = DeploymentGraph(model).eval()
     inputs = example_inputs(model, masks)
+    records = input_records(model, meta, inputs)  # before the export: a config error is quick
     input_names = [*names, "mask"]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -89,8 +92,8 @@ def export_onnx(
     finally:
         tmp.unlink(missing_ok=True)
     sidecar = {
-        "format": "mmanet-onnx-1",
-        "inputs": {name: ["batch", *model.input_shapes[name]] for name in names},
+        "format": "mmanet-onnx-2",
+        "inputs": records,
         "mask": {"shape": ["batch", len(names)], "order": list(names)},
         "outputs": {"logits": ["batch", len(meta["class_names"]), "..."]},
         "class_names": meta["class_names"],
@@ -104,6 +107,25 @@ def export_onnx(
     }
     atomic_write_json(out.with_name(out.name + ".json"), sidecar)
     return sidecar
+
+
+def input_records(
+    model: UnifiedNetwork, meta: dict[str, Any], inputs: tuple[torch.Tensor, ...]
+) -> dict[str, dict[str, Any]]:
+    """Per ONNX input (each modality, then ``mask``): its shape, dtype (that of the traced
+    ``inputs``) and preprocessing."""
+    reader = input_reader(checkpoint_config(Path(meta["checkpoint"]), meta).data)
+    names = list(model.modalities)
+    preprocessing = [reader.describe(name) for name in names]
+    preprocessing.append(f"0/1 presence of each modality, in the order {', '.join(names)}")
+    return {
+        name: {
+            "shape": ["batch", *example.shape[1:]],
+            "dtype": str(example.dtype).removeprefix("torch."),
+            "preprocessing": text,
+        }
+        for name, example, text in zip([*names, "mask"], inputs, preprocessing, strict=True)
+    }
 
 
 def verify(

@@ -45,6 +45,7 @@ class Method:
         fusion_aux: build the fusion's auxiliary heads (their loss has weight
             ``method.aux_weight``).
         per_combination: one model per combination (the customized baseline).
+        terms: more registered loss terms and their weights (``method.terms``).
         tables: the paper tables (:data:`TABLES`) that list it.
     """
 
@@ -56,6 +57,7 @@ class Method:
     fusion: str | None = None
     fusion_aux: bool = False
     per_combination: bool = False
+    terms: dict[str, float] = field(default_factory=dict)
     tables: tuple[str, ...] = field(default_factory=tuple)
 
     def preset(self) -> dict[str, Any]:
@@ -65,6 +67,7 @@ class Method:
                 "dropout": self.dropout,
                 "distill": self.distill,
                 "regularize": self.regularize,
+                "terms": dict(self.terms),
             }
         }
         if self.fusion is not None:

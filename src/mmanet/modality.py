@@ -1,4 +1,4 @@
-"""Modalities, masks and modality dropout (SPEC §2).
+"""Modalities, masks and modality dropout (paper §3.1, docs/method.md#modality-dropout).
 
 A *mask* is a tuple of ``m`` bits, one per modality in a fixed order; 1 means the
 modality is present. The ``2**m - 1`` non-empty masks are the *combinations*.
@@ -33,7 +33,7 @@ def full_mask(num_modalities: int) -> Mask:
 
 
 def drop_one_masks(num_modalities: int) -> list[Mask]:
-    """``Δ_1 .. Δ_m`` of SPEC §4: modality ``i`` absent, all others present."""
+    """``Δ_1 .. Δ_m`` of paper Eq. 9: modality ``i`` absent, all others present."""
     return [tuple(0 if j == i else 1 for j in range(num_modalities)) for i in range(num_modalities)]
 
 
@@ -108,7 +108,8 @@ class Modalities:
 
 
 class MaskSampler:
-    """Per-sample modality dropout (SPEC §2): one non-empty mask per sample.
+    """Per-sample modality dropout (docs/method.md#modality-dropout): one non-empty mask per
+    sample.
 
     Masks are drawn uniformly from the ``2**m - 1`` combinations, or with the given
     per-combination ``probabilities`` (in :func:`all_masks` order), from ``generator``

@@ -1,13 +1,29 @@
 """Datasets: one module per on-disk format; each returns a :class:`DataBundle`.
 
-A dataset is registered by name (``data.name``) with ``@register_dataset("name")`` on a
-function ``(DataConfig) -> DataBundle`` (or a class with such a ``build``).
+A dataset registers itself by name (``data.name``) in its own module, with
+``@register_dataset("name")`` (inside :mod:`mmanet.data`: ``@DATASETS.register``) on either
+
+* a function ``(DataConfig) -> DataBundle``; its inputs are then read by the default
+  :class:`ArrayReader` (``.npy`` arrays as given, images in [0, 1]), or
+* a class with the staticmethods ``build(cfg: DataConfig) -> DataBundle`` and
+  ``reader(cfg: DataConfig) -> InputReader``: how a file given to ``predict`` becomes an input,
+  as the dataset's evaluation split preprocesses it.
 """
 
 from __future__ import annotations
 
 from mmanet.config import DataConfig
-from mmanet.data.base import DataBundle, DataError, TensorMultimodalDataset, collate
+
+# The built-in datasets register themselves; they import mmanet.registry, not this package.
+from mmanet.data import casia_surf, cefa, cityscapes, manifest, mfeat, nyuv2, rendered  # noqa: F401
+from mmanet.data.base import (
+    ArrayReader,
+    DataBundle,
+    DataError,
+    InputReader,
+    TensorMultimodalDataset,
+    collate,
+)
 from mmanet.registry import DATASETS
 
 register_dataset = DATASETS.register
@@ -20,109 +36,21 @@ def build_data(cfg: DataConfig) -> DataBundle:
     return build(cfg)
 
 
-@register_dataset("mfeat")
-def _mfeat(cfg: DataConfig) -> DataBundle:
-    from mmanet.data.mfeat import load_mfeat
-
-    return load_mfeat(cfg.root, cfg.modalities, cfg.split_seed)
-
-
-@register_dataset("manifest")
-def _manifest(cfg: DataConfig) -> DataBundle:
-    from mmanet.data.manifest import load_manifest
-
-    if cfg.manifest is None:
-        raise DataError("data.name=manifest needs data.manifest=<path to the CSV>")
-    return load_manifest(
-        cfg.manifest, cfg.modalities, cfg.label_column, cfg.split_column, cfg.split_seed
-    )
-
-
-def _face_options(cfg: DataConfig) -> dict:
-    from mmanet.data.casia_surf import BONA_FIDE, CLASS_NAMES
-
-    if cfg.bona_fide_class not in (None, BONA_FIDE):
-        raise DataError(
-            f"data.bona_fide_class={cfg.bona_fide_class}, but the bona fide class of "
-            f"data.name={cfg.name} is {BONA_FIDE} (class_names {CLASS_NAMES})"
-        )
-    return {
-        "image_size": cfg.image_size,
-        "resize": cfg.resize,
-        "rotation": cfg.rotation,
-        "augment": cfg.augment,
-        "skip_unreadable": cfg.skip_unreadable,
-    }
-
-
-@register_dataset("casia_surf")
-def _casia_surf(cfg: DataConfig) -> DataBundle:
-    from mmanet.data.casia_surf import load_casia_surf
-
-    return load_casia_surf(cfg.root, cfg.modalities, **_face_options(cfg))
-
-
-@register_dataset("cefa")
-def _cefa(cfg: DataConfig) -> DataBundle:
-    from mmanet.data.cefa import load_cefa
-
-    return load_cefa(
-        cfg.root,
-        cfg.protocol,
-        cfg.modalities,
-        frames_per_video=cfg.frames_per_video,
-        **_face_options(cfg),
-    )
-
-
-def _segmentation_options(cfg: DataConfig) -> dict:
-    if len(cfg.size) != 2:
-        raise DataError(f"data.size must be [height, width], got {cfg.size}")
-    options = {"size": tuple(cfg.size), "augment": cfg.augment, "max_scale": cfg.max_scale}
-    if cfg.depth_mean is not None:
-        options["depth_mean"] = cfg.depth_mean
-    if cfg.depth_std is not None:
-        options["depth_std"] = cfg.depth_std
-    return options
-
-
-@register_dataset("nyuv2")
-def _nyuv2(cfg: DataConfig) -> DataBundle:
-    from mmanet.data.nyuv2 import load_nyuv2
-
-    return load_nyuv2(
-        cfg.root, cfg.modalities, depth_mode=cfg.depth_mode, **_segmentation_options(cfg)
-    )
-
-
-@register_dataset("cityscapes")
-def _cityscapes(cfg: DataConfig) -> DataBundle:
-    from mmanet.data.cityscapes import load_cityscapes
-
-    return load_cityscapes(cfg.root, cfg.modalities, **_segmentation_options(cfg))
-
-
-@register_dataset("rendered")
-def _rendered(cfg: DataConfig) -> DataBundle:
-    from mmanet.data import render_rgbd
-    from mmanet.data.nyuv2 import load_nyuv2
-
-    options = _segmentation_options(cfg)
-    root = cfg.root or render_rgbd.cached_dataset(
-        cfg.cache_dir, size=tuple(cfg.size), seed=cfg.render_seed
-    )
-    options.setdefault("depth_mean", render_rgbd.DEPTH_MEAN_MM)
-    options.setdefault("depth_std", render_rgbd.DEPTH_STD_MM)
-    return load_nyuv2(
-        root, cfg.modalities, class_names=render_rgbd.CLASS_NAMES, val_split="val", **options
-    )
+def input_reader(cfg: DataConfig) -> InputReader:
+    """How a network trained on ``cfg``'s dataset reads an input file: the dataset's reader,
+    else :class:`ArrayReader`."""
+    reader = getattr(DATASETS.get(cfg.name), "reader", None)
+    return ArrayReader() if reader is None else reader(cfg)
 
 
 __all__ = [
+    "ArrayReader",
     "DataBundle",
     "DataError",
+    "InputReader",
     "TensorMultimodalDataset",
     "build_data",
     "collate",
+    "input_reader",
     "register_dataset",
 ]

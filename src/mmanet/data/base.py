@@ -1,16 +1,21 @@
-"""What every dataset builder returns, and an in-memory multimodal dataset."""
+"""What every dataset builder returns, an in-memory multimodal dataset, and how a dataset reads
+one input file for a trained network (:class:`InputReader`)."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from mmanet.errors import DataError
 
 Sample = tuple[dict[str, torch.Tensor], int]
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 @dataclass
@@ -41,6 +46,68 @@ class DataBundle:
         if name not in ("train", "val", "test"):
             raise ValueError(f"unknown split {name!r}; use train, val or test")
         return getattr(self, name)
+
+
+def read_array(path: Path) -> torch.Tensor:
+    """A ``.npy`` file or an image as a float tensor; images become (c, h, w) in [0, 1]."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    try:
+        if path.suffix.lower() == ".npy":
+            return torch.from_numpy(np.load(path, allow_pickle=False).astype(np.float32))
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            with Image.open(path) as img:
+                img.load()
+                arr = np.asarray(img, dtype=np.float32) / 255.0
+            arr = arr[:, :, None] if arr.ndim == 2 else arr
+            return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+    except UnidentifiedImageError:
+        raise DataError(f"cannot read {path}: not an image file that can be decoded") from None
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read {path}: {err}") from None
+    raise DataError(f"unsupported file type {path.suffix!r}: {path} (use .npy or an image)")
+
+
+class InputReader(ABC):
+    """How a dataset turns one file into a trained network's per-sample input of a modality,
+    exactly as its evaluation split preprocesses that file. Made from the run's
+    ``DataConfig`` alone (``mmanet.data.input_reader``): the data need not be present."""
+
+    def read(self, path: Path, modality: str, shape: Sequence[int]) -> torch.Tensor:
+        """``path`` as a float32 tensor of ``shape``; a ``.npy`` file is taken as already
+        preprocessed. A missing file or another shape is a one-line DataError naming it."""
+        if not path.is_file():
+            raise DataError(f"{path}: file not found (given for modality {modality!r})")
+        if path.suffix.lower() == ".npy":
+            tensor = read_array(path)
+        else:
+            tensor = self.read_file(path, modality)
+        if tuple(tensor.shape) != tuple(shape):
+            raise DataError(
+                f"{path}: {modality} input of shape {tuple(tensor.shape)}, "
+                f"the network needs {tuple(shape)}"
+            )
+        return tensor.float()
+
+    @abstractmethod
+    def read_file(self, path: Path, modality: str) -> torch.Tensor:
+        """A file other than ``.npy``, preprocessed as the evaluation split does."""
+
+    @abstractmethod
+    def describe(self, modality: str) -> str:
+        """What a ``modality`` file holds and how it is preprocessed, in one line."""
+
+
+class ArrayReader(InputReader):
+    """The default reader: arrays as given, images as the manifest loader reads them."""
+
+    def read_file(self, path: Path, modality: str) -> torch.Tensor:
+        return read_array(path)
+
+    def describe(self, modality: str) -> str:
+        return ".npy array as given, or an 8-bit image as (c, h, w) float32 x/255 in [0, 1]"
 
 
 class TensorMultimodalDataset(Dataset):
@@ -116,8 +183,6 @@ def stratified_split(
     labels: Sequence[int], fractions: tuple[float, float, float], seed: int
 ) -> tuple[list[int], list[int], list[int]]:
     """Indices of train / val / test with the same class proportions, from a seeded shuffle."""
-    import numpy as np
-
     labels_arr = np.asarray(labels)
     rng = np.random.default_rng(seed)
     splits: tuple[list[int], list[int], list[int]] = ([], [], [])

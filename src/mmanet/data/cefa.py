@@ -29,13 +29,15 @@ pairs (seen, unseen) AF-CA, AF-EA, CA-AF, CA-EA, EA-AF, EA-CA):
   the unseen race, real + cloth. (The WACV paper's protocol 4.1 / 4.3 / 4.5 tests on both
   unseen races; 4@1 + 4@2 here together are its 4.1.) The paper's CeFA results use 4@5.
 
-Labels: the PAI field decides, mapped explicitly by ``PAI_TO_CLASS`` to the classes of
-CASIA-SURF (1 = bona fide, 0 = attack; ``class_names == ["attack", "bona fide"]``). The
-dataset's own code labels real faces 0 and attacks 1; we do not.
+Labels: the PAI field decides, mapped explicitly by ``PAI_TO_CLASS`` to the classes of every
+face dataset (:mod:`mmanet.data.face`: 1 = bona fide, 0 = attack; ``class_names ==
+["attack", "bona fide"]``). The dataset's own code labels real faces 0 and attacks 1; we do
+not.
 
 Every frame of a video is a sample (``frames_per_video`` takes that many, evenly strided from
 the first). Images, augmentation and the handling of bad input (``data.skip_unreadable``;
-a missing video folder, frame or modality image) are as for :mod:`mmanet.data.casia_surf`.
+a missing video folder, frame or modality image) and the input reader are as for
+:mod:`mmanet.data.casia_surf` (:mod:`mmanet.data.face`).
 """
 
 from __future__ import annotations
@@ -44,16 +46,20 @@ from collections.abc import Sequence
 from itertools import permutations
 from pathlib import Path
 
-from mmanet.data.base import DataBundle, DataError
-from mmanet.data.casia_surf import (
+from mmanet.config import DataConfig
+from mmanet.data.base import DataBundle, DataError, InputReader
+from mmanet.data.face import (
     ATTACK,
     BONA_FIDE,
+    FaceReader,
     FaceRecord,
     check_images,
     face_bundle,
+    face_options,
     select_modalities,
 )
 from mmanet.data.transforms import face_transforms
+from mmanet.registry import DATASETS
 
 RACES = ("AF", "CA", "EA")
 MODALITY_FOLDERS = {"rgb": "profile", "depth": "depth", "ir": "ir"}
@@ -184,3 +190,22 @@ def load_cefa(
         splits[split] = kept
         skipped += left_out
     return face_bundle(splits, transforms, image_size, skipped, f"CeFA protocol {protocol}")
+
+
+@DATASETS.register("cefa")
+class CeFA:
+    """``data.name=cefa``: the loader and the input reader."""
+
+    @staticmethod
+    def build(cfg: DataConfig) -> DataBundle:
+        return load_cefa(
+            cfg.root,
+            cfg.protocol,
+            cfg.modalities,
+            frames_per_video=cfg.frames_per_video,
+            **face_options(cfg),
+        )
+
+    @staticmethod
+    def reader(cfg: DataConfig) -> InputReader:
+        return FaceReader(cfg.image_size)

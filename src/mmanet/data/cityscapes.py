@@ -26,8 +26,9 @@ void (0) becomes 255 (ignored). Splits: train = ``train``, val = ``valid``; the 
 Cityscapes test labels are withheld (ESANet writes them as void), so ``test_split="valid"`` by
 default: the test split is the validation split, on which the paper reports.
 
-Modalities, transforms and errors: as for NYUv2 (:mod:`mmanet.data.nyuv2`); the default size is
-ESANet's Cityscapes training resolution, 512 x 1024.
+Modalities, transforms, the input reader (a depth file given to predict is this disparity
+PNG) and errors: :mod:`mmanet.data.rgbd`; the default size is ESANet's Cityscapes training
+resolution, 512 x 1024.
 """
 
 from __future__ import annotations
@@ -38,19 +39,28 @@ from pathlib import Path
 
 import numpy as np
 
-from mmanet.data.base import DataBundle, DataError
-from mmanet.data.nyuv2 import (
+from mmanet.config import DataConfig
+from mmanet.data.base import DataBundle, DataError, InputReader
+from mmanet.data.rgbd import (
+    RGBDReader,
     RGBDRecord,
     check_records,
     read_ids,
     read_label_map,
     read_png,
     segmentation_bundle,
+    segmentation_options,
     segmentation_transforms,
     select_rgbd,
 )
+from mmanet.registry import DATASETS
 
 BASELINE_M, FOCAL_PX = 0.209313, 2262.52
+MAX_DEPTH_M = 300.0  # farther depth counts as no measurement, as in ESANet
+DEPTH_FILE = (
+    f"16-bit Cityscapes disparity PNG p as depth {BASELINE_M} × {FOCAL_PX} / d in metres, "
+    f"d = (p − 1)/256 (0 where p ≤ 1 or the depth exceeds {MAX_DEPTH_M:g} m)"
+)
 CITYSCAPES_DEPTH_MEAN, CITYSCAPES_DEPTH_STD = 31.715617493177906, 38.70280704877372  # m
 CITYSCAPES_CLASS_NAMES = [
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
@@ -60,7 +70,7 @@ CITYSCAPES_CLASS_NAMES = [
 SPLIT_DIRS = ("train", "valid", "test")
 
 
-def depth_from_disparity(pixels: np.ndarray, max_depth: float = 300.0) -> np.ndarray:
+def depth_from_disparity(pixels: np.ndarray, max_depth: float = MAX_DEPTH_M) -> np.ndarray:
     """16-bit Cityscapes disparity PNG values -> depth in metres (float32), 0 = invalid."""
     disparity = (pixels.astype(np.float64) - 1.0) / 256.0
     valid = (pixels > 0) & (disparity > 0)
@@ -69,7 +79,7 @@ def depth_from_disparity(pixels: np.ndarray, max_depth: float = 300.0) -> np.nda
     return depth.astype(np.float32)
 
 
-def read_disparity_depth(path: Path, max_depth: float) -> np.ndarray:
+def read_disparity_depth(path: Path, max_depth: float = MAX_DEPTH_M) -> np.ndarray:
     """A 16-bit disparity PNG as (h, w) depth in metres."""
     return depth_from_disparity(read_png(path, np.uint16, 1), max_depth)
 
@@ -81,7 +91,7 @@ def load_cityscapes(
     size: tuple[int, int] = (512, 1024),
     augment: bool = True,
     max_scale: float = 1.4,
-    max_depth: float = 300.0,
+    max_depth: float = MAX_DEPTH_M,
     depth_mean: float = CITYSCAPES_DEPTH_MEAN,
     depth_std: float = CITYSCAPES_DEPTH_STD,
     test_split: str = "valid",
@@ -121,3 +131,19 @@ def load_cityscapes(
         size,
         CITYSCAPES_CLASS_NAMES,
     )
+
+
+@DATASETS.register("cityscapes")
+class Cityscapes:
+    """``data.name=cityscapes``: the loader and the input reader."""
+
+    @staticmethod
+    def build(cfg: DataConfig) -> DataBundle:
+        options = segmentation_options(cfg, CITYSCAPES_DEPTH_MEAN, CITYSCAPES_DEPTH_STD)
+        return load_cityscapes(cfg.root, cfg.modalities, **options)
+
+    @staticmethod
+    def reader(cfg: DataConfig) -> InputReader:
+        return RGBDReader.from_config(
+            cfg, CITYSCAPES_DEPTH_MEAN, CITYSCAPES_DEPTH_STD, read_disparity_depth, DEPTH_FILE
+        )

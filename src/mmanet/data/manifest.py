@@ -19,36 +19,13 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import numpy as np
-import torch
 from torch.utils.data import Dataset
 
-from mmanet.data.base import DataBundle, DataError, Sample, stratified_split
+from mmanet.config import DataConfig
+from mmanet.data.base import DataBundle, DataError, Sample, read_array, stratified_split
+from mmanet.registry import DATASETS
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 SPLITS = ("train", "val", "test")
-
-
-def read_array(path: Path) -> torch.Tensor:
-    """A ``.npy`` file or an image as a float tensor; images become (c, h, w) in [0, 1]."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not path.is_file():
-        raise DataError(f"file not found: {path}")
-    try:
-        if path.suffix.lower() == ".npy":
-            return torch.from_numpy(np.load(path, allow_pickle=False).astype(np.float32))
-        if path.suffix.lower() in IMAGE_SUFFIXES:
-            with Image.open(path) as img:
-                img.load()
-                arr = np.asarray(img, dtype=np.float32) / 255.0
-            arr = arr[:, :, None] if arr.ndim == 2 else arr
-            return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
-    except UnidentifiedImageError:
-        raise DataError(f"cannot read {path}: not an image file that can be decoded") from None
-    except (OSError, ValueError) as err:
-        raise DataError(f"cannot read {path}: {err}") from None
-    raise DataError(f"unsupported file type {path.suffix!r}: {path} (use .npy or an image)")
 
 
 class ManifestDataset(Dataset):
@@ -161,4 +138,15 @@ def load_manifest(
         modalities=list(modalities),
         input_shapes=shapes,
         class_names=class_names,
+    )
+
+
+@DATASETS.register("manifest")
+def build_manifest(cfg: DataConfig) -> DataBundle:
+    """``data.name=manifest`` (inputs are read with the default reader, as the loader reads
+    them)."""
+    if cfg.manifest is None:
+        raise DataError("data.name=manifest needs data.manifest=<path to the CSV>")
+    return load_manifest(
+        cfg.manifest, cfg.modalities, cfg.label_column, cfg.split_column, cfg.split_seed
     )

@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mmanet.config import DataConfig
 from mmanet.data.base import DataBundle, DataError, TensorMultimodalDataset, stratified_split
+from mmanet.registry import DATASETS
 
 VIEWS = ("fou", "fac", "kar", "pix", "zer", "mor")
 FRACTIONS = (0.60, 0.15, 0.25)
@@ -86,3 +88,9 @@ def load_mfeat(
         input_shapes={v: (features[v].shape[1],) for v in views},
         class_names=[str(c) for c in range(10)],
     )
+
+
+@DATASETS.register("mfeat")
+def build_mfeat(cfg: DataConfig) -> DataBundle:
+    """``data.name=mfeat`` (inputs are read with the default reader: arrays as given)."""
+    return load_mfeat(cfg.root, cfg.modalities, cfg.split_seed)

@@ -67,10 +67,6 @@ CATEGORIES = (
     Category("block", "jenga/jenga.urdf", 1.2),
 )
 CLASS_NAMES = tuple(category.name for category in CATEGORIES)
-# Valid-depth statistics (mm) of the default training set (seed 0, 300 images, 96 x 128),
-# for normalising the depth input.
-DEPTH_MEAN_MM = 1750.5
-DEPTH_STD_MM = 758.9
 NUM_CLASSES = len(CATEGORIES)
 SMALL_OBJECTS = tuple(range(3, NUM_CLASSES))  # indices into CATEGORIES placed on the table
 COPIES_PER_OBJECT = 2

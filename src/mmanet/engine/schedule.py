@@ -1,4 +1,4 @@
-"""Learning-rate schedules, stepped once per iteration (SPEC §5)."""
+"""Learning-rate schedules, stepped once per iteration (docs/method.md#schedules)."""
 
 from __future__ import annotations
 

@@ -124,7 +124,7 @@ class Trainer:
             "format": "mmanet-checkpoint-1",
             "code_version": code_version(),
             "method": self.cfg.method.name,
-            "task": self.data.task,
+            "task": self.task.name,
             "modalities": list(self.data.modalities),
             "input_shapes": {k: list(v) for k, v in self.data.input_shapes.items()},
             "class_names": list(self.data.class_names),

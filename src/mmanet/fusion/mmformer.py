@@ -62,6 +62,10 @@ class MMFormerFusion(nn.Module):
     where modality i is present.
     """
 
+    # Attention over every position of every modality costs O((m h w)²): a network with
+    # many stages (ESANet) uses it on the bottleneck only and concatenates the others.
+    bottleneck_only = True
+
     def __init__(
         self,
         channels: Sequence[int],

@@ -1,6 +1,6 @@
-"""Margin-aware distillation, MAD (SPEC §3, paper Eqs. 2-8), and its SP ablation.
+"""Margin-aware distillation, MAD (paper Eqs. 2-8, docs/method.md#mad), and its SP ablation.
 
-Two granularities (SPEC §3, segmentation paragraph):
+Two granularities (docs/method.md#segmentation):
 
 * ``"sample"`` (default): one sample per image, features flattened to (b, chw).
 * ``"pixel"``: every pixel of a pooled feature map (at most 30 x 40 by default)
@@ -28,7 +28,8 @@ Weighting = Literal["softmax", "linear", "uniform"]
 Granularity = Literal["sample", "pixel"]
 
 _EPS = 1e-8
-# Default pixel grid cap (SPEC §3: "a pooled map (at most 30 x 40)").
+# Default pixel grid cap of granularity="pixel": a pooled map of at most 30 x 40
+# (docs/method.md#segmentation).
 PIXEL_POOL_MAX = (30, 40)
 # Automatic block size: at most this many relation entries (fp32: 8 MiB) per block.
 _BLOCK_ELEMENTS = 1 << 21
@@ -53,7 +54,7 @@ def teacher_uncertainty(teacher_logits: torch.Tensor) -> torch.Tensor:
     """Entropy of the teacher's softmax per sample (Eqs. 6-7), shape (b,).
 
     Logits of shape (b, k) give one entropy per sample; dense logits (b, k, h, w)
-    give the mean over pixels of the per-pixel entropy (SPEC §3, segmentation).
+    give the mean over pixels of the per-pixel entropy (docs/method.md#segmentation).
     """
     log_p = F.log_softmax(teacher_logits.float(), dim=1)
     entropy = -(log_p.exp() * log_p).sum(dim=1)  # (b,) or (b, h, w)
@@ -222,7 +223,7 @@ def mad_loss(
     pool: tuple[int, int] | None = None,
     block_rows: int | None = None,
 ) -> torch.Tensor:
-    """``L_MAD = Σ_i w(i) · Σ_j (r_t(i,j) − r_d(i,j))²`` (SPEC §3).
+    """``L_MAD = Σ_i w(i) · Σ_j (r_t(i,j) − r_d(i,j))²`` (paper Eqs. 2-8, docs/method.md#mad).
 
     Args:
         student_features: deployment-network features ``z_d``, shape (b, ...).
@@ -232,7 +233,7 @@ def mad_loss(
         weighting: ``"softmax"`` of the teacher entropy (Eq. 8, MAD), ``"linear"``
             (entropy / its sum, authors' code) or ``"uniform"`` (1/b: the SP ablation).
         granularity: ``"sample"`` (default; one sample per image, features flattened)
-            or ``"pixel"`` (SPEC §3 segmentation option): features (b, c, h, w) and
+            or ``"pixel"`` (the segmentation option): features (b, c, h, w) and
             dense logits (b, k, H, W); both feature maps are adaptive-average-pooled to
             :func:`pooled_size` ``(h, w, pool)`` and every pixel is a sample
             (N = b*h*w vectors of c channels; student and teacher c may differ).  The

@@ -1,4 +1,5 @@
-"""Modality-aware regularization, MAR (SPEC §4, paper Eqs. 9-16), and its SR ablation."""
+"""Modality-aware regularization, MAR (paper Eqs. 9-16, docs/method.md#mar), and its SR
+ablation (docs/method.md#sr)."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def prediction_discrepancy(
     num_classes: int,
     distribution: Distribution = "histogram",
 ) -> torch.Tensor:
-    """The vector ``g`` (length m) of SPEC §4 step 3.
+    """The vector ``g`` (length m) of paper Eq. 12 (docs/method.md#mar).
 
     Args:
         full_predictions: predicted labels with the full mask ``Δ_0`` (any shape; for
@@ -71,7 +72,7 @@ def prediction_discrepancy(
 
 
 def weak_masks(memory_bank: torch.Tensor) -> list[Mask]:
-    """Ω from an (N × m) memory bank of ``g`` rows (Eq. 13 and SPEC §4).
+    """Ω from an (N × m) memory bank of ``g`` rows (Eq. 13, docs/method.md#mar).
 
     ``w = argmax(mean of the rows)``; Ω is every non-empty mask whose present
     modalities are a subset of those of ``Δ_w`` (modality ``w`` dropped).
@@ -89,7 +90,7 @@ def weak_masks(memory_bank: torch.Tensor) -> list[Mask]:
 class WeakCombinationMiner:
     """Stateful MAR miner: fills the memory bank during warm-up and then fixes Ω.
 
-    ``mode="mar"`` mines Ω after each of the ``warmup_epochs`` epochs (SPEC §4);
+    ``mode="mar"`` mines Ω after each of the ``warmup_epochs`` epochs (paper Eqs. 9-13);
     ``mode="sr"`` fixes Ω to the single-modality masks from the start (the SR ablation).
     """
 

@@ -1,4 +1,5 @@
-"""ESANet for RGB-D segmentation (SPEC §5) as a :class:`UnifiedNetwork`.
+"""ESANet for RGB-D segmentation (paper §4.2, docs/method.md#esanet) as a
+:class:`UnifiedNetwork`.
 
 ESANet fuses depth into the RGB stream after the stem and after each of the four ResNet
 stages, so its two encoders are not independent. In UnifiedNetwork terms:
@@ -39,7 +40,7 @@ from mmanet.nn.esanet_blocks import (
 from mmanet.nn.nonbottleneck import NonBottleneck1D
 from mmanet.nn.resnet import load_torchvision_weights
 from mmanet.outputs import AuxiliaryLogits
-from mmanet.registry import MODELS
+from mmanet.registry import FUSIONS, MODELS
 
 RGB, DEPTH = "rgb", "depth"
 STAGE_BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3), "resnet50": (3, 4, 6, 3)}
@@ -92,8 +93,9 @@ class ESANetFeatures:
 
     @property
     def map(self) -> torch.Tensor:
-        """The fused map of SPEC §3's segmentation MAD: RGB and depth fused after layer4,
-        through the context module — what both decoders read at the bottleneck."""
+        """The fused map segmentation MAD flattens (paper Eq. 2, docs/method.md#segmentation):
+        RGB and depth fused after layer4, through the context module — what both decoders
+        read at the bottleneck."""
         return self.context
 
     def select(self, index: torch.Tensor) -> ESANetFeatures:
@@ -312,12 +314,14 @@ build_esanet.baseline_title = "ESANet"  # the paper's ESANet-MD, ESANet-MAD, ...
 
 def _stage_fusions(cfg: ModelConfig, widths: Sequence[int], num_classes: int) -> list[nn.Module]:
     """One fusion module per stage. RFNet fuses every stage with K = the classes as regions
-    (its region maps are supervised by the labels); mmFormer's transformer works on the
-    bottleneck (layer4) tokens only, the shallower stages are concatenated as in its paper."""
+    (its region maps are supervised by the labels); a fusion that declares
+    ``bottleneck_only`` (mmFormer's transformer) works on the layer-4 tokens only, the
+    shallower stages are concatenated as in its paper."""
+    bottleneck_only = getattr(FUSIONS.get(cfg.fusion), "bottleneck_only", False)
     fusions = []
     for level, width in enumerate(widths):
         name = cfg.fusion
-        if name == "mmformer" and level < len(widths) - 1:
+        if bottleneck_only and level < len(widths) - 1:
             name = "concat"
         fusions.append(
             build_fusion(

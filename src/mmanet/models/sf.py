@@ -1,5 +1,6 @@
-"""The SF network of the CASIA-SURF benchmark (SPEC §5): per modality a ResNet-18 stem
-and an SE block, concatenation, then a shared ResNet-18 layer3 + layer4 + fc head.
+"""The SF network of the CASIA-SURF benchmark (paper §4.1, docs/method.md#the-sf-network):
+per modality a ResNet-18 stem and an SE block, concatenation, then a shared ResNet-18
+layer3 + layer4 + fc head.
 
 The regularization head is a second :class:`SFHead` on the same concatenated features.
 """

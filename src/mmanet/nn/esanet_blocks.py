@@ -34,7 +34,7 @@ def _per_sample(weight: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class SEFusionAdd(nn.Module):
-    """fused = SE_rgb(rgb) * mask_rgb + SE_depth(depth) * mask_depth (SPEC §5).
+    """fused = SE_rgb(rgb) * mask_rgb + SE_depth(depth) * mask_depth (docs/method.md#esanet).
 
     The per-sample masks (b,) switch a branch off at this fusion point; with both masks
     1 this is ESANet's SE-add fusion.

@@ -161,8 +161,9 @@ class Task:
 
 
 def build_task(data: DataBundle, config: Config) -> Task:
-    """The task object of a run: the registered task the data names, from the config."""
-    return TASKS.get(data.task).from_config(data, config)
+    """The task object of a run: the registered task ``config.task`` names, else the
+    data's own."""
+    return TASKS.get(config.task or data.task).from_config(data, config)
 
 
 __all__ = ["Task", "build_task", "register_task"]

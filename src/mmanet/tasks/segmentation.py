@@ -37,7 +37,7 @@ class SegmentationTask(Task):
     def from_config(cls, data: DataBundle, config: Config) -> Task:
         weights = None
         if config.data.class_weighting == "median_frequency":
-            from mmanet.data.nyuv2 import median_frequency_weights
+            from mmanet.data.rgbd import median_frequency_weights
 
             source = data.train_eval or data.train
             weights = median_frequency_weights(source, data.num_classes).float()

@@ -1,0 +1,18 @@
+"""A task of one's own: classification ranked by its balanced error."""
+
+from mmanet.tasks import ClassificationTask, register_task
+
+
+@register_task("balanced_classification")
+class BalancedClassification(ClassificationTask):
+    """100 − the mean per-class recall (%), besides error and accuracy."""
+
+    name = "balanced_classification"
+    metrics = ("balanced_error", "error")
+    default_metric = "balanced_error"
+    demo_config = None
+
+    def metrics_from_confusion(self, confusion):
+        recall = confusion.diag().double() / confusion.sum(dim=1).double().clamp_min(1)
+        balanced = 100.0 * (1.0 - float(recall.mean()))
+        return {**super().metrics_from_confusion(confusion), "balanced_error": balanced}
