@@ -57,7 +57,7 @@ def generated_data(task: str, n: int, size: tuple[int, int]) -> DataBundle:
 
 
 def timed_steps(trainer: Trainer, steps: int) -> float:
-    """Seconds per training step (median): ``Trainer.train_batch`` (masks, Ω samples,
+    """Seconds per training step (median): ``Trainer.step`` (a ``TrainingStep``) (masks, Ω samples,
     forward, backward, finiteness check, optimizer step) on one batch kept on the device."""
     device = trainer.device
     inputs, labels = next(iter(trainer.train_loader))
@@ -70,7 +70,7 @@ def timed_steps(trainer: Trainer, steps: int) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        trainer.train_batch(dict(inputs), labels, omega)
+        trainer.step(dict(inputs), labels, omega)
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)

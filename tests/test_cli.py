@@ -73,7 +73,7 @@ def test_train_resume_and_evaluate(tmp_path, capsys):
         (["evaluate", "--run", "nowhere"], "config file not found: nowhere/config.yaml"),
         (["train", "imports=[no_such_module]"], "imports: no module named 'no_such_module'"),
         (["train", "imports=[missing.py]"], "imports: file not found: missing.py"),
-        (["train", "method.distill=rkd"], "unknown method.distill='rkd'; registered: mad, sp"),
+        (["train", "method.distill=kd"], "unknown method.distill='kd'; registered: mad, sp"),
         (["train", "method.terms={nope: 1}"], "unknown method.terms='nope'; registered: task"),
         (["train", "task=regression"], "unknown task='regression'; registered: classification"),
         (

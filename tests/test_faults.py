@@ -63,9 +63,9 @@ def test_a_nonfinite_loss_in_another_process_is_skipped_or_stops_here_too(
     inputs, labels = next(iter(trainer.train_loader))
     if mode == "stop":
         with pytest.raises(TrainingError, match="non-finite loss at epoch 3, step 7"):
-            trainer.train_batch(inputs, labels, None, epoch=3, step=7)
+            trainer.step(inputs, labels, None, epoch=3, step=7)
     else:
-        assert trainer.train_batch(inputs, labels, None) is None
+        assert trainer.step(inputs, labels, None) is None
     after = trainer.model.state_dict()
     kept = before if mode == "skip" else dict(trainer.model.named_parameters())  # + statistics
     assert all(after[k].equal(before[k]) for k in kept)  # no optimizer step was taken

@@ -57,7 +57,7 @@ def train_step(trainer: Trainer, inputs, labels, masks=MASKS, omega=None) -> dic
     if omega is not None:
         trainer.mining.regularizer.omega = list(omega)
     lookup = trainer.mining.omega_lookup() if trainer.mining is not None else None
-    terms, *_ = trainer.train_batch(dict(inputs), labels.clone(), lookup)
+    terms, *_ = trainer.step(dict(inputs), labels.clone(), lookup)
     return {key: float(value) for key, value in terms.items()}
 
 
@@ -96,11 +96,11 @@ def hand_mad(student, teacher, teacher_logits, weighting: str) -> float:
         "softmax": torch.exp(uncertainty) / torch.exp(uncertainty).sum(),
         "uniform": torch.full((b,), 1.0 / b, dtype=torch.float64),
     }[weighting]
-    return float((weights * gap).sum())
+    return float((weights * gap).sum().detach())
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    log_p = logits.double().log_softmax(dim=1)
+    log_p = logits.detach().double().log_softmax(dim=1)
     return float(-log_p[torch.arange(len(labels)), labels].mean())
 
 

@@ -241,12 +241,19 @@ _worker: dict[str, Any] = {}
 
 
 def _init_worker(imports: list[str], shared: bytes) -> None:
-    import_user_modules(imports)  # before the data are unpickled: they may be of their types
-    _worker["shared"] = pickle.loads(shared)
+    try:
+        import_user_modules(imports)  # before the data are unpickled: they may be of their types
+        _worker["shared"] = pickle.loads(shared)
+    except (
+        Exception
+    ) as err:  # raised by the jobs: a pool would restart a failed initializer forever
+        _worker["error"] = err
     code_version()  # as imported
 
 
 def _run_job(job: tuple[str, int, str | None]) -> str:
+    if "error" in _worker:
+        raise _worker["error"]
     out, config_path, overrides, data, split = _worker["shared"]
     method, seed, combination = job
     own = method == "teacher" or get_method(method).per_combination  # no teacher to read

@@ -4,9 +4,23 @@ a spectrum, generated from the split seed."""
 import math
 
 import torch
+from torch.utils.data import Dataset
 
 from mmanet.config import DataConfig
-from mmanet.data import DataBundle, TensorMultimodalDataset, register_dataset
+from mmanet.data import DataBundle, register_dataset
+
+
+class Sines(Dataset):
+    """One split: samples ``({"wave": (32,), "spectrum": (17,)}, class)``."""
+
+    def __init__(self, views: dict[str, torch.Tensor], labels: torch.Tensor) -> None:
+        self.views, self.labels = views, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[dict[str, torch.Tensor], int]:
+        return {name: view[index] for name, view in self.views.items()}, int(self.labels[index])
 
 
 @register_dataset("sines")
@@ -19,13 +33,13 @@ def build_sines(cfg: DataConfig) -> DataBundle:
         "wave": wave + 0.8 * torch.randn(wave.shape, generator=generator),
         "spectrum": torch.fft.rfft(wave).abs() + 2.0 * torch.randn(240, 17, generator=generator),
     }
-    splits = {"train": slice(0, 160), "val": slice(160, 200), "test": slice(200, 240)}
-    datasets = {
-        name: TensorMultimodalDataset({k: v[rows] for k, v in views.items()}, labels[rows])
-        for name, rows in splits.items()
+    rows = {"train": slice(0, 160), "val": slice(160, 200), "test": slice(200, 240)}
+    splits = {
+        split: Sines({name: view[part] for name, view in views.items()}, labels[part])
+        for split, part in rows.items()
     }
     return DataBundle(
-        **datasets,
+        **splits,
         modalities=list(views),
         input_shapes={name: tuple(view.shape[1:]) for name, view in views.items()},
         class_names=["1 Hz", "2 Hz", "3 Hz"],

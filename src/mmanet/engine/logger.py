@@ -1,4 +1,5 @@
-"""Per-epoch training log: JSON lines, CSV, and TensorBoard events when available."""
+"""Per-epoch training log: the epoch's statistics, and JSON lines, CSV and TensorBoard
+events (when available)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mmanet.io import atomic_write_text
+from mmanet.modality import Modalities, mask_code, mask_codes
 
 
 class RunLogger:
@@ -55,3 +59,41 @@ class RunLogger:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+class EpochStatistics:
+    """One epoch's log statistics: the mean of every loss term over the steps that had it,
+    and the training accuracy of each modality combination over the samples drawn with it.
+    Accumulated on the device (no synchronisation per step)."""
+
+    def __init__(self, modalities: Modalities, device: torch.device) -> None:
+        self.names = modalities
+        self.totals: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+        self.correct = torch.zeros(2 ** len(modalities), device=device)  # summed accuracies
+        self.seen = torch.zeros(2 ** len(modalities), device=device)
+        self.skipped = 0  # steps whose non-finite loss was skipped (optim.nonfinite=skip)
+
+    def add(
+        self, terms: dict[str, torch.Tensor], accuracy: torch.Tensor, mask: torch.Tensor
+    ) -> None:
+        """A step's loss terms, each sample's accuracy (b,) and its drawn mask (b, m)."""
+        for key, value in terms.items():
+            self.totals[key] = self.totals.get(key, 0) + value
+            self.counts[key] = self.counts.get(key, 0) + 1
+        codes = mask_codes(mask)
+        self.correct.index_add_(0, codes, accuracy)
+        self.seen.index_add_(0, codes, torch.ones_like(codes, dtype=self.seen.dtype))
+
+    def row(self) -> dict[str, Any]:
+        """``loss_*`` means, ``skipped_steps`` and ``train_acc/<combination>`` (%)."""
+        row: dict[str, Any] = {k: float(v) / self.counts[k] for k, v in self.totals.items()}
+        if self.skipped:
+            row["skipped_steps"] = self.skipped
+        correct, seen = self.correct.cpu(), self.seen.cpu()
+        for mask in self.names.combinations:
+            code = mask_code(mask)
+            if seen[code] > 0:
+                accuracy = 100.0 * float(correct[code]) / float(seen[code])
+                row[f"train_acc/{self.names.mask_name(mask)}"] = accuracy
+        return row

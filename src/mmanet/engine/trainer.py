@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +29,15 @@ from mmanet.engine.checkpoint import (
 )
 from mmanet.engine.evaluate import evaluate_split
 from mmanet.engine.loader import make_loader
-from mmanet.engine.logger import RunLogger
+from mmanet.engine.logger import EpochStatistics, RunLogger
 from mmanet.engine.mining import Mining
 from mmanet.engine.network import PYTHON_BUILDER
 from mmanet.engine.objective import Objective
 from mmanet.engine.results import check_ranks_agree, write_results
 from mmanet.engine.signals import stop_on_signals
-from mmanet.engine.step import StepResult, TrainingStep, autocast
+from mmanet.engine.step import TrainingStep, autocast
 from mmanet.engine.teacher import teacher_for_run
 from mmanet.errors import CheckpointError, TrainingInterrupted
-from mmanet.modality import mask_code, mask_codes
 from mmanet.models import Builder, build_model
 from mmanet.provenance import code_version
 from mmanet.tasks import build_task
@@ -259,13 +257,8 @@ class Trainer:
         steps of it were done before an interruption); returns the epoch's log row."""
         cfg = self.cfg
         self.model.train()
-        names = self.model.modalities
         omega = self.mining.omega_lookup() if self.mining is not None else None  # on the host
-        totals: dict[str, torch.Tensor] = {}
-        counts: dict[str, int] = defaultdict(int)
-        skipped = 0  # batches with a non-finite loss (optim.nonfinite=skip)
-        correct = torch.zeros(2 ** len(names), device=self.device)  # summed accuracies
-        seen = torch.zeros(2 ** len(names), device=self.device)
+        statistics = EpochStatistics(self.model.modalities, self.device)
         if self.train_sampler is not None:
             self.train_sampler.set_epoch(epoch)
         start = time.perf_counter()
@@ -279,47 +272,25 @@ class Trainer:
             dynamic_ncols=True,
         )
         for step, (inputs, labels) in enumerate(bar):
-            done = self.train_batch(inputs, labels, omega, epoch, skip + step + 1)
+            done = self.step(inputs, labels, omega, epoch, skip + step + 1)
             if done is None:
-                skipped += 1
+                statistics.skipped += 1
                 continue
             terms, logits, labels, mask = done
-            for key, value in terms.items():
-                totals[key] = totals.get(key, 0) + value
-                counts[key] += 1
-            codes = mask_codes(mask)
-            correct.index_add_(0, codes, self.task.sample_accuracy(logits, labels))
-            seen.index_add_(0, codes, torch.ones_like(codes, dtype=seen.dtype))
+            statistics.add(terms, self.task.sample_accuracy(logits, labels), mask)
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{terms['loss'].item():.3f}")
             if self.interrupt is not None:
                 steps = step + 1
                 break
-
-        row: dict[str, Any] = {"epoch": epoch, "lr": self.step.optimizer.param_groups[0]["lr"]}
-        row.update({key: float(value) / counts[key] for key, value in totals.items()})
-        row["steps"] = steps
-        if skipped:
-            row["skipped_steps"] = skipped
-        row["epoch_seconds"] = time.perf_counter() - start
-        correct, seen = correct.cpu(), seen.cpu()
-        for mask in names.combinations:
-            code = mask_code(mask)
-            if seen[code] > 0:
-                accuracy = 100.0 * float(correct[code]) / float(seen[code])
-                row[f"train_acc/{names.mask_name(mask)}"] = accuracy
-        return row
-
-    def train_batch(
-        self,
-        inputs: dict[str, torch.Tensor],
-        labels: torch.Tensor,
-        omega: torch.Tensor | None,
-        epoch: int = 0,
-        step: int = 0,
-    ) -> StepResult | None:
-        """One optimisation step on a loader batch (:class:`TrainingStep`)."""
-        return self.step(inputs, labels, omega, epoch, step)
+        lr = self.step.optimizer.param_groups[0]["lr"]
+        return {
+            "epoch": epoch,
+            "lr": lr,
+            **statistics.row(),
+            "steps": steps,
+            "epoch_seconds": time.perf_counter() - start,
+        }
 
     # -- evaluation -----------------------------------------------------------------------
 

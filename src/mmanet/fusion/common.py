@@ -8,9 +8,12 @@ Internally vectors are handled as (b, c, 1, 1) maps and turned back at the end.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
+
+from mmanet.outputs import AuxiliaryLogits
 
 
 def check_channels(channels: Sequence[int]) -> list[int]:
@@ -84,3 +87,24 @@ class Projection(nn.Module):
         if self.projections is None:
             return maps
         return zero_absent([p(x) for p, x in zip(self.projections, maps, strict=True)], present)
+
+
+class AuxiliaryFusion(nn.Module):
+    """A fusion with auxiliary heads: ``forward`` gives the fused features only,
+    ``forward_auxiliary`` also the heads' logits; a subclass implements
+    ``fuse(features, mask, auxiliary) -> (fused, [AuxiliaryLogits, ...])``, computing
+    the heads only when ``auxiliary``."""
+
+    def forward(self, features: Sequence[torch.Tensor], mask: torch.Tensor) -> Any:
+        return self.fuse(features, mask, auxiliary=False)[0]
+
+    def forward_auxiliary(
+        self, features: Sequence[torch.Tensor], mask: torch.Tensor
+    ) -> tuple[Any, list[AuxiliaryLogits]]:
+        """The fused features and the auxiliary heads' logits (none without heads)."""
+        return self.fuse(features, mask, auxiliary=True)
+
+    def fuse(
+        self, features: Sequence[torch.Tensor], mask: torch.Tensor, auxiliary: bool
+    ) -> tuple[Any, list[AuxiliaryLogits]]:
+        raise NotImplementedError

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from mmanet.fusion.common import as_maps, check_channels, present_of, restore
+from mmanet.fusion.common import AuxiliaryFusion, as_maps, check_channels, present_of, restore
 from mmanet.outputs import AuxiliaryLogits
 from mmanet.registry import FUSIONS
 
@@ -41,7 +41,7 @@ def sinusoidal_2d(
 
 
 @FUSIONS.register("mmformer")
-class MMFormerFusion(nn.Module):
+class MMFormerFusion(AuxiliaryFusion):
     """Masked intra/inter-modal transformer fusion; ``out_channels = m d``, d = max(channels).
 
     For modality i with maps F_i (b, c_i, h, w), P the present modalities of a sample:
@@ -100,18 +100,11 @@ class MMFormerFusion(nn.Module):
         self.width = d
         self.out_channels: int = m * d
 
-    def forward(self, features: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-        return self._fuse(features, mask, auxiliary=False)[0]
-
-    def forward_auxiliary(
-        self, features: list[torch.Tensor], mask: torch.Tensor
-    ) -> tuple[torch.Tensor, list[AuxiliaryLogits]]:
-        """The fused features and the auxiliary heads' logits (none without ``aux``)."""
-        return self._fuse(features, mask, auxiliary=True)
-
-    def _fuse(
+    def fuse(
         self, features: list[torch.Tensor], mask: torch.Tensor, auxiliary: bool
     ) -> tuple[torch.Tensor, list[AuxiliaryLogits]]:
+        """The fused features, and the auxiliary heads' logits when asked (none without
+        ``aux``)."""
         maps, vector = as_maps(features, mask, self.channels)
         present = present_of(mask)
         b, _, h, w = maps[0].shape

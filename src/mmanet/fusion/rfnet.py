@@ -12,13 +12,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from mmanet.fusion.common import Projection, as_maps, present_of, restore
+from mmanet.fusion.common import AuxiliaryFusion, Projection, as_maps, present_of, restore
 from mmanet.outputs import AuxiliaryLogits
 from mmanet.registry import FUSIONS
 
 
 @FUSIONS.register("rfnet")
-class RFNetFusion(nn.Module):
+class RFNetFusion(AuxiliaryFusion):
     """Region-aware fusion; ``out_channels = m c`` with c = max(channels).
 
     With F_i the (projected, absent-zeroed) modality maps, P the present modalities:
@@ -84,18 +84,11 @@ class RFNetFusion(nn.Module):
         self.last_probabilities: torch.Tensor | None = None
         self.last_weights: torch.Tensor | None = None
 
-    def forward(self, features: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-        return self._fuse(features, mask, auxiliary=False)[0]
-
-    def forward_auxiliary(
-        self, features: list[torch.Tensor], mask: torch.Tensor
-    ) -> tuple[torch.Tensor, list[AuxiliaryLogits]]:
-        """The fused features and the auxiliary heads' logits (none without ``aux``)."""
-        return self._fuse(features, mask, auxiliary=True)
-
-    def _fuse(
+    def fuse(
         self, features: list[torch.Tensor], mask: torch.Tensor, auxiliary: bool
     ) -> tuple[torch.Tensor, list[AuxiliaryLogits]]:
+        """The fused features, and the auxiliary heads' logits when asked (none without
+        ``aux``)."""
         maps, vector = as_maps(features, mask, self.channels)
         present = present_of(mask)
         maps = self.project(maps, present)

@@ -268,20 +268,31 @@ def mad_loss(
     return (weights * gap).sum()
 
 
-@DISTILLATIONS.register("mad")
-def margin_aware_distillation(
-    student: torch.Tensor, teacher: torch.Tensor, teacher_logits: torch.Tensor, method: Any
+def configured_mad(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    method: Any,
+    weighting: Weighting,
 ) -> torch.Tensor:
-    """``method.distill=mad``: L_MAD with the ``method.mad`` options."""
+    """:func:`mad_loss` with the ``method.mad`` options and the given sample weighting."""
     mad = method.mad
     return mad_loss(
         student,
         teacher,
         teacher_logits,
         relation=mad.relation,
-        weighting=mad.weighting,
+        weighting=weighting,
         granularity=mad.granularity,
     )
+
+
+@DISTILLATIONS.register("mad")
+def margin_aware_distillation(
+    student: torch.Tensor, teacher: torch.Tensor, teacher_logits: torch.Tensor, method: Any
+) -> torch.Tensor:
+    """``method.distill=mad``: L_MAD with the ``method.mad`` options."""
+    return configured_mad(student, teacher, teacher_logits, method, method.mad.weighting)
 
 
 @DISTILLATIONS.register("sp")
@@ -289,12 +300,4 @@ def similarity_preserving(
     student: torch.Tensor, teacher: torch.Tensor, teacher_logits: torch.Tensor, method: Any
 ) -> torch.Tensor:
     """``method.distill=sp``: the SP ablation, L_MAD with uniform sample weights."""
-    mad = method.mad
-    return mad_loss(
-        student,
-        teacher,
-        teacher_logits,
-        relation=mad.relation,
-        weighting="uniform",
-        granularity=mad.granularity,
-    )
+    return configured_mad(student, teacher, teacher_logits, method, "uniform")

@@ -27,6 +27,7 @@ from torch import nn
 from mmanet.config import ESANetConfig, ModelConfig
 from mmanet.errors import ConfigError
 from mmanet.fusion import build_fusion
+from mmanet.fusion.common import AuxiliaryFusion
 from mmanet.models.sf import read_torchvision_state_dict
 from mmanet.models.unified import UnifiedNetwork
 from mmanet.nn import BasicBlock, Bottleneck, init_resnet_weights, make_layer
@@ -148,7 +149,7 @@ class ESANetEncoder(nn.Module):
         return ESANetFeatures(self.context(fused), skips[2::-1], input_size)
 
 
-class StreamFusionEncoder(nn.Module):
+class StreamFusionEncoder(AuxiliaryFusion):
     """Independent RGB and depth ResNet streams whose stage outputs are fused by a module of
     :mod:`mmanet.fusion` — the comparison methods on ESANet's encoders (``model.fusion``).
 
@@ -180,18 +181,10 @@ class StreamFusionEncoder(nn.Module):
         )
         self.context = context
 
-    def forward(self, features: Sequence[torch.Tensor], mask: torch.Tensor) -> ESANetFeatures:
-        return self._fuse(features, mask, auxiliary=False)[0]
-
-    def forward_auxiliary(
-        self, features: Sequence[torch.Tensor], mask: torch.Tensor
-    ) -> tuple[ESANetFeatures, list[AuxiliaryLogits]]:
-        """The fused features and every stage fusion's auxiliary heads."""
-        return self._fuse(features, mask, auxiliary=True)
-
-    def _fuse(
+    def fuse(
         self, features: Sequence[torch.Tensor], mask: torch.Tensor, auxiliary: bool
     ) -> tuple[ESANetFeatures, list[AuxiliaryLogits]]:
+        """The fused features, and every stage fusion's auxiliary heads when asked."""
         input_size = (features[0].shape[-2], features[0].shape[-1])
         maps = [s.maxpool(s.stem(x)) for s, x in zip(self.streams, features, strict=True)]
         fused_maps, heads = [], []
