@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU check at full size (see gpu_check.py): SF (CASIA-SURF, 112x112, batch 64) and
-# ESANet-R34-NBt1D (NYUv2, 480x640, batch 8), bf16 with and without channels-last (and SF
+# ESANet-R50 (configs/nyuv2, 480x640, batch 8), bf16 with and without channels-last (and SF
 # in fp32), then the end-to-end CLI run (gpu_e2e.py) in one process and under torchrun
 # (NCCL). Every step runs even if an earlier one fails; the exit status says if any did.
 # Extra arguments are passed on to every gpu_check.py run.

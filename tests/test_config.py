@@ -147,8 +147,8 @@ def test_file_beats_the_preset_and_override_picks_the_preset(tmp_path):
 
 
 def test_unknown_key_names_the_dotted_key():
-    with pytest.raises(ConfigError, match=r"method\.mad\.temperature"):
-        build_config(overrides=["method.mad.temperature=2"])
+    with pytest.raises(ConfigError, match=r"method\.mad\.temprature"):
+        build_config(overrides=["method.mad.temprature=2"])
 
 
 def test_unknown_top_level_key(tmp_path):

@@ -99,11 +99,11 @@ def test_a_missing_file_names_the_manifest_line_and_file_before_training(tmp_pat
     ("row", "message"),
     [
         (["3.png", "3.npy"], "line 5: wrong number of fields"),
-        (["", "3.npy", "1", "test"], "line 5: no file for modality 'rgb'"),
+        (["", "", "1", "test"], "line 5: no file for any modality (a sample needs one at least)"),
         (["3.png", "3.npy", "-1", "test"], "label -1 is negative"),
         (["3.png", "3.npy", "1", "dev"], "line 5: split 'dev' is not one of"),
     ],
-    ids=["short row", "empty cell", "negative label", "unknown split"],
+    ids=["short row", "no file", "negative label", "unknown split"],
 )
 def test_bad_manifest_rows_are_named(tmp_path, capsys, row, message):
     rows = write_files(tmp_path)
@@ -122,9 +122,9 @@ def test_a_missing_manifest_is_named(tmp_path, capsys):
     [
         ("garbage", "4.png: not an image file that can be decoded"),
         ("truncated", "4.png: image file is truncated"),
-        ("grey", "4.png: shape (1, 4, 4) differs from (3, 4, 4) of the first 'rgb' file"),
-        ("size", "4.png: shape (3, 5, 4) differs from (3, 4, 4) of the first 'rgb' file"),
-        ("object array", "4.npy: Object arrays cannot be loaded when allow_pickle=False"),
+        ("grey", "line 6: {}4.png has shape (1, 4, 4), the other 'rgb' files (3, 4, 4)"),
+        ("size", "line 6: {}4.png has shape (3, 5, 4), the other 'rgb' files (3, 4, 4)"),
+        ("object array", "line 6: cannot read {}4.npy: dtype object is not a number type"),
     ],
 )
 def test_an_unusable_file_is_named_when_it_is_read(tmp_path, capsys, damage, message):
@@ -140,16 +140,16 @@ def test_an_unusable_file_is_named_when_it_is_read(tmp_path, capsys, damage, mes
         Image.fromarray(np.zeros((5, 4, 3), dtype=np.uint8)).save(png)
     else:  # a pickle disguised as an array: never loaded
         np.save(tmp_path / "4.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    assert message in fails(train_on(tmp_path, rows, *SMALL_NET), capsys)
+    assert message.format(f"{tmp_path}/") in fails(train_on(tmp_path, rows, *SMALL_NET), capsys)
 
 
 def test_a_data_error_in_a_loader_worker_keeps_its_one_line(tmp_path, capsys):
     rows = write_files(tmp_path)
-    Image.fromarray(np.zeros((5, 4, 3), dtype=np.uint8)).save(tmp_path / "4.png")
+    np.save(tmp_path / "4.npy", np.array([0.0, np.nan, 1.0], dtype=np.float32))  # read there
     line = fails(train_on(tmp_path, rows, *SMALL_NET, "data.num_workers=1"), capsys)
     assert line == (
-        f"mmanet: error: {tmp_path / '4.png'}: shape (3, 5, 4) differs from (3, 4, 4) "
-        "of the first 'rgb' file"
+        f"mmanet: error: {tmp_path / 'm.csv'}: line 6: {tmp_path / '4.npy'} holds NaN or "
+        "infinite values (1 of 3); set data.nonfinite=missing to count it as a missing modality"
     )
 
 
@@ -303,7 +303,8 @@ def test_a_different_modality_list_is_named(run, capsys):
     assert fails(evaluate, capsys).endswith(f"{checkpoint(run)}: {message.format('data')}")
     saved = (run / "config.yaml").read_text()
     resume = ["train", "--resume", *MFEAT, f"out={run}", "data.modalities=[fou,kar]"]
-    assert fails(resume, capsys).endswith(f"{checkpoint(run)}: {message.format('model')}")
+    changed = "data.modalities: ['fou', 'mor'] -> ['fou', 'kar']"
+    assert f"{run}: --resume with another configuration ({changed}); only " in fails(resume, capsys)
     assert not (run / "results_val.json").exists()
     assert (run / "config.yaml").read_text() == saved  # a refused resume changes nothing
 

@@ -129,8 +129,8 @@ def test_sigint_and_sigterm_save_a_resumable_checkpoint_and_exit_cleanly(tmp_pat
 def test_sigkill_at_random_points_resumes_to_the_uninterrupted_weights(tmp_path, uninterrupted):
     run = tmp_path / "killed"
     draw = random.Random(0)
-    for _ in range(3):
-        process = mmanet_train(run, 8, "--resume")
+    for attempt in range(3):
+        process = mmanet_train(run, 8, *(["--resume"] if attempt else []))
         if latest_checkpoint(run) is None:
             wait_for_checkpoint(run)
         time.sleep(draw.uniform(0.2, 1.5))

@@ -15,6 +15,16 @@ from mmanet.tasks import ClassificationTask, SegmentationTask
 
 FUSION_METHODS = [name for name, method in METHODS.items() if method.fusion is not None]
 
+# ESANet at the smallest widths that keep every stage
+TINY_ESANET = ESANetConfig(
+    encoder="resnet18",
+    block="basic",
+    width=8,
+    decoder_channels=[16, 8, 8],
+    decoder_blocks=1,
+    context_bins=[1, 2],
+)
+
 BUILDERS = {
     # builder: (model config, input shapes, classes)
     "multiview": (
@@ -28,17 +38,7 @@ BUILDERS = {
         2,
     ),
     "esanet": (
-        ModelConfig(
-            name="esanet",
-            esanet=ESANetConfig(
-                encoder="resnet18",
-                block="basic",
-                width=8,
-                decoder_channels=[16, 8, 8],
-                decoder_blocks=1,
-                context_bins=[1, 2],
-            ),
-        ),
+        ModelConfig(name="esanet", esanet=TINY_ESANET),
         {"rgb": (3, 32, 48), "depth": (1, 32, 48)},
         4,
     ),

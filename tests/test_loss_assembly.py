@@ -25,7 +25,6 @@ from mmanet.config import build_config
 from mmanet.data import build_data, collate
 from mmanet.engine import Trainer
 from mmanet.experiment import demo_config_path
-from mmanet.fusion.mmformer import sinusoidal_2d
 from mmanet.modality import all_masks, drop_one_masks, full_mask, singleton_masks, sub_masks
 from mmanet.models import NetworkOutput
 
@@ -45,8 +44,8 @@ class FixedMasks:
     def __init__(self, masks: torch.Tensor) -> None:
         self.masks = masks
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        assert batch_size == len(self.masks)
+    def sample(self, batch_size: int, generator: torch.Generator, available=None) -> torch.Tensor:
+        assert batch_size == len(self.masks) and available is None
         return self.masks.clone()
 
 
@@ -320,17 +319,21 @@ def test_fusion_baselines_add_their_auxiliary_terms_times_aux_weight(tmp_path, d
     _, logits = model.head(module(features, MASKS))
     present = MASKS > 0
     maps = [f[:, :, None, None] for f in features]
-    if fusion == "rfnet":  # the shared 1×1 classifier on each projected modality
+    if fusion == "rfnet":  # RFNet's shared-weight per-modality head: ONE 1×1 classifier
+        # for every modality, on its projected features alone (absent: zeros, weight 0);
+        # class labels leave the region maps unsupervised, so no region term
+        assert not module.supervise_regions and module.out_channels == module.project.width
         streams = module.project(maps, present)
-    else:  # mmFormer: the shared classifier on each modality's intra-modal tokens
+    else:  # mmFormer: ONE shared decoder (conv + BN + LeakyReLU, then the 1×1 classifier)
+        # on each modality's intra-modal tokens Z_i = Layer_i(F_i W_iᵀ + b_i + p_i)
         streams = []
-        pe = sinusoidal_2d(1, 1, module.width, maps[0].device, maps[0].dtype)
         for i, x in enumerate(maps):
-            tokens = module.tokens[i](x.flatten(2).transpose(1, 2)) + pe
-            tokens = tokens + module.modality_embedding[i]
-            for block in module.intra[i]:
-                tokens = block(tokens)
-            streams.append(tokens.transpose(1, 2).reshape(len(labels), module.width, 1, 1))
+            tokens = module.tokens[i](x.flatten(2).transpose(1, 2))  # (b, 1, d): one token
+            pos = module.pos[i].flatten(1).T  # modality i's learned 1 × 1 position grid
+            for layer in module.intra[i].layers:
+                tokens = layer(tokens + pos)
+            z = tokens.transpose(1, 2).reshape(len(labels), module.width, 1, 1)
+            streams.append(module.decoder(z))
     per_modality = [module.head(x).mean(dim=(2, 3)) for x in streams]
     task = cross_entropy(logits, labels)
     aux = modality_cross_entropy(per_modality, labels)

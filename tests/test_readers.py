@@ -137,6 +137,7 @@ def cityscapes_run(tmp_path_factory, cityscapes_root):
         "model.esanet.width=8",
         "model.esanet.decoder_channels=[16,8,8]",
         "model.esanet.context_bins=[1,2]",
+        "model.pretrained=null",
         "optim.epochs=1",
     ]
     config = CONFIGS / "cityscapes" / "teacher.yaml"

@@ -1,5 +1,5 @@
-"""The SF network (docs/method.md#the-sf-network): parameter counts by hand, torchvision key
-names, shapes, masks."""
+"""The SF network (docs/method.md#the-sf-network): parameter counts by hand for both stems,
+torchvision key names, shapes, masks."""
 
 from __future__ import annotations
 
@@ -41,8 +41,10 @@ def basic_block(cin: int, cout: int, downsample: bool) -> int:
     return count + (conv(cin, cout, 1) + bn(cout) if downsample else 0)
 
 
-# One stem, ResNet-18 conv1 ... layer2, written out.
+# One stem, ResNet-18 conv1 ... layer2, written out: torchvision's 7x7 conv1, or the authors'
+# 3x3 (classification/models/resnet18_se.py), the default (model.stem=authors).
 CONV1 = 64 * 3 * 7 * 7  # 9408
+CONV1_AUTHORS = 64 * 3 * 3 * 3  # 1728
 LAYER1 = 2 * (2 * (64 * 64 * 9) + 2 * bn(64))  # 2 * (2 * 36864 + 256) = 147968
 LAYER2 = (
     (64 * 128 * 9)
@@ -54,6 +56,7 @@ LAYER2 = (
     + 2 * ((128 * 128 * 9) + bn(128))  # 295424
 )  # 525568
 STEM = CONV1 + bn(64) + LAYER1 + LAYER2  # 683072
+STEM_AUTHORS = CONV1_AUTHORS + bn(64) + LAYER1 + LAYER2  # 675392
 SE = (128 * 8 + 8) + (8 * 128 + 128)  # 2184: fc 128 -> 128/16 = 8 and back, with biases
 # The head on 3 * 128 = 384 concatenated channels.
 HEAD_LAYER3 = (
@@ -76,17 +79,20 @@ LAYER4 = (
 )  # 8393728
 FC = 512 * 2 + 2  # 1026
 HEAD = HEAD_LAYER3 + LAYER4 + FC  # 11149826
-NETWORK = 3 * (STEM + SE) + HEAD  # 13205594
+NETWORK = 3 * (STEM + SE) + HEAD  # 13205594 with torchvision's stem
+NETWORK_AUTHORS = 3 * (STEM_AUTHORS + SE) + HEAD  # 13182554 with the authors' stem
+TORCHVISION = ModelConfig(name="sf", stem="torchvision")
 
 
 @pytest.fixture(scope="module")
 def sf3() -> nn.Module:
     torch.manual_seed(0)
-    return build_model(ModelConfig(name="sf"), MODALITIES, SHAPES, 2, reg_head=True).eval()
+    return build_model(TORCHVISION, MODALITIES, SHAPES, 2, reg_head=True).eval()
 
 
 def test_hand_counts_add_up():
     assert (STEM, SE, HEAD_LAYER3, LAYER4, HEAD) == (683072, 2184, 2755072, 8393728, 11149826)
+    assert (STEM_AUTHORS, NETWORK, NETWORK_AUTHORS) == (675392, 13205594, 13182554)
     assert basic_block(64, 128, True) + basic_block(128, 128, False) == LAYER2
     # ResNet-18 with a 1000-class fc has the well-known 11,689,512 parameters.
     layer3 = basic_block(128, 256, True) + basic_block(256, 256, False)
@@ -103,8 +109,29 @@ def test_parameter_counts(sf3):
     assert num_params(sf3.head) == HEAD
     assert num_params(sf3.reg_head) == HEAD
     assert num_params(sf3) == NETWORK + HEAD  # 24355420 with the regularization head
-    deployment = build_model(ModelConfig(name="sf"), MODALITIES, SHAPES, 2, reg_head=False)
+    deployment = build_model(TORCHVISION, MODALITIES, SHAPES, 2, reg_head=False)
     assert num_params(deployment) == NETWORK
+
+
+def test_authors_stem_is_the_default_and_has_a_3x3_conv1():
+    model = build_model(ModelConfig(name="sf"), MODALITIES, SHAPES, 2, reg_head=True)
+    stem = model.encoders["color"].stem
+    assert stem.conv1.kernel_size == (3, 3) and stem.conv1.stride == (2, 2)
+    assert stem.conv1.padding == (1, 1)
+    assert num_params(stem) == STEM_AUTHORS
+    assert num_params(model) == NETWORK_AUTHORS + HEAD  # 24332380 with the regularization head
+    out = model({name: torch.randn(2, *SHAPES[name]) for name in MODALITIES})
+    assert out.fused.shape == (2, 384, 14, 14) and out.logits.shape == (2, 2)
+
+
+def test_torchvision_weights_refuse_the_authors_stem(tmp_path):
+    from mmanet.errors import ConfigError
+
+    torch.save(synthetic_resnet18(), tmp_path / "r18.pth")
+    cfg = ModelConfig(name="sf", pretrained=str(tmp_path / "r18.pth"))
+    with pytest.raises(ConfigError, match=r"need model\.stem=torchvision") as err:
+        build_model(cfg, MODALITIES, SHAPES, 2)
+    assert "\n" not in str(err.value) and "r18.pth" in str(err.value)
 
 
 def torchvision_resnet18_shapes() -> dict[str, tuple[int, ...]]:
@@ -255,8 +282,7 @@ def test_pretrained_stems_load_from_a_torchvision_state_dict_file(tmp_path):
     weight = torch.randn(64, 3, 7, 7)
     torch.save({"conv1.weight": weight, "fc.weight": torch.zeros(1000, 512)}, tmp_path / "r18.pth")
     shapes = {"rgb": (3, 32, 32), "ir": (3, 32, 32)}
-    model = build_model(
-        ModelConfig(name="sf", pretrained=str(tmp_path / "r18.pth")), list(shapes), shapes, 2
-    )
+    cfg = ModelConfig(name="sf", pretrained=str(tmp_path / "r18.pth"), stem="torchvision")
+    model = build_model(cfg, list(shapes), shapes, 2)
     for name in shapes:
         assert torch.equal(model.encoders[name].stem.conv1.weight, weight)

@@ -50,12 +50,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mmanet.engine import Trainer, distributed
 
     try:
-        report = Trainer(config).fit(resume=args.resume, stop_after=args.stop_after)
+        trainer = Trainer(config)
+        report = trainer.fit(args.resume, args.stop_after, args.overwrite)
     finally:
         distributed.shutdown()  # torchrun: leave the process group together
-    if report is not None and distributed.rank_from_env() == 0:
-        _print_report(report)
-        print(f"results: {Path(config.out) / 'results_test.json'}")
+    if distributed.rank_from_env() != 0:
+        return 0
+    if report is None:
+        again = ["mmanet", "train", *(["--config", args.config] if args.config else [])]
+        print(
+            f"stopped after epoch {trainer.epoch} of {config.optim.epochs}; continue with: "
+            + " ".join([*again, "--resume", *args.overrides])
+        )
+        return 0
+    _print_report(report)
+    print(f"results: {Path(config.out) / 'results_test.json'}")
     return 0
 
 
@@ -93,7 +102,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     config = build_config(run / "config.yaml", args.overrides)
     data = build_data(config.data)
     device = resolve_device(config.device)
-    model, _ = load_network(args.checkpoint or run, modalities=data.modalities, model=config.model)
+    model, _ = load_network(
+        args.checkpoint or run, modalities=data.modalities, model=config.model, select=args.select
+    )
     task = build_task(data, config).to(device)
     results = evaluate_split(
         model.to(device),
@@ -179,7 +190,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from mmanet.export import export_onnx, onnx_summary
 
     out = Path(args.out or Path(args.checkpoint) / "model.onnx")
-    sidecar = export_onnx(args.checkpoint, out, opset=args.opset)
+    sidecar = export_onnx(args.checkpoint, out, opset=args.opset, select=args.select)
     print(onnx_summary(sidecar))
     print(f"written: {out}, {out.name}.json")
     return 0
@@ -193,10 +204,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if files:
             raise DataError("predict: give either --manifest or modality files, not both")
         out = Path(args.out or "predictions.csv")
-        count = predict_manifest(args.checkpoint, Path(args.manifest), out)
+        count = predict_manifest(args.checkpoint, Path(args.manifest), out, args.select)
         print(f"{count} predictions written: {out}")
         return 0
-    result, task = predict_files(args.checkpoint, files)
+    result, task = predict_files(args.checkpoint, files, args.select)
     used, missing = result["modalities_used"], result["modalities_missing"]
     print(f"modalities used: {', '.join(used)}; missing: {', '.join(missing) or 'none'}")
     for line in task.write_prediction(result, Path(args.out) if args.out else None):
@@ -222,6 +233,15 @@ def _print_report(report: dict) -> None:
     print(metrics_table(report, report["metrics"]))
 
 
+def _select(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--select",
+        choices=["best", "last"],
+        help="which checkpoint of a run: best (validation) or last (default: the run's "
+        "result, best when it validated)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmanet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -229,7 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train one method (teacher, sf_md, ..., mmanet)")
     train.add_argument("--config", help="YAML config file")
-    train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    train.add_argument(
+        "--resume", action="store_true", help="continue the run in out= from its last checkpoint"
+    )
+    train.add_argument(
+        "--overwrite", action="store_true", help="replace the run that out= holds (its files)"
+    )
     train.add_argument(
         "--stop-after", type=int, metavar="EPOCH", help="stop after this epoch (resume later)"
     )
@@ -238,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="evaluate a run over every modality combination")
     evaluate.add_argument("--run", required=True, help="run folder (holds config.yaml)")
-    evaluate.add_argument("--checkpoint", help="checkpoint folder (default: the run's latest)")
+    evaluate.add_argument("--checkpoint", help="a checkpoint folder (default: the run's)")
+    _select(evaluate)
     evaluate.add_argument("--split", default="test", choices=["train", "val", "test"])
     evaluate.add_argument("overrides", nargs="*", help=_overrides_help())
     evaluate.set_defaults(func=cmd_evaluate)
@@ -302,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", default="onnx", choices=["onnx"])
     export.add_argument("--out", help="output file (default <checkpoint>/model.onnx)")
     export.add_argument("--opset", type=int, default=17)
+    _select(export)
     export.set_defaults(func=cmd_export)
 
     predict = sub.add_parser(
@@ -312,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--checkpoint", required=True, help="run or checkpoint folder")
     predict.add_argument("--manifest", help="CSV, one path column per modality (classification)")
     predict.add_argument("--out", help="JSON / PNG (segmentation) / CSV (--manifest) to write")
+    _select(predict)
     predict.set_defaults(func=cmd_predict)
     return parser
 

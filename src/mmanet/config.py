@@ -63,11 +63,17 @@ class ModelConfig:
     # esanet); or concat | hemis | lcr | rfnet | mmformer (mmanet.fusion)
     fusion: str = "default"
     fusion_aux: bool = False  # rfnet / mmformer: build their auxiliary heads (method.aux_weight)
+    # the comparison fusions' widths: "paper" (their papers': mmFormer d = 512, RFNet's
+    # gate and region widths) or "small" (scaled to the encoders: d = the widest modality)
+    fusion_widths: Literal["paper", "small"] = "paper"
     fusion_regions: int | None = None  # rfnet: soft regions K (default 4; esanet: the classes)
     head_widths: list[int] = field(default_factory=lambda: [128, 64])
     head_dropout: float = 0.1
     head_norm: Literal["batch", "layer", "none"] = "batch"
     pretrained: str | None = None  # sf: a torchvision ResNet-18 state dict for every stem
+    # sf: each stem's conv1: "authors" (3x3, stride 2: their resnet18_se) or "torchvision"
+    # (7x7, stride 2: what torchvision ImageNet weights in model.pretrained fit)
+    stem: Literal["authors", "torchvision"] = "authors"
     esanet: ESANetConfig = field(default_factory=ESANetConfig)
 
 
@@ -80,6 +86,9 @@ class DataConfig:
     label_column: str = "label"
     split_column: str = "split"
     split_seed: int = 0
+    # manifest: a NaN / inf in an input file is an "error" naming the file, or makes that
+    # modality "missing" for its sample (the loader then reads every float file up front)
+    nonfinite: Literal["error", "missing"] = "error"
     bona_fide_class: int | None = None  # two-class anti-spoofing: report APCER/BPCER/ACER
     batch_size: int = 64
     eval_batch_size: int = 512
@@ -94,19 +103,34 @@ class DataConfig:
     skip_unreadable: bool = False  # drop unreadable images (counted) instead of failing
     # RGB-D segmentation (NYUv2, Cityscapes, the rendered tabletop scenes).
     size: list[int] = field(default_factory=lambda: [480, 640])  # (height, width)
-    max_scale: float = 1.4  # training: random scale in [1, max_scale] before the crop
+    # training: the image as read is scaled by a random factor in [min_scale, max_scale],
+    # then cropped to data.size (resized to it when not larger): ESANet's augmentation
+    min_scale: float = 1.0
+    max_scale: float = 1.4
     depth_mode: Literal["refined", "raw"] = "refined"  # NYUv2: depth/ or depth_raw/
     depth_mean: float | None = None  # None: the dataset's published statistics
     depth_std: float | None = None
     class_weighting: Literal["none", "median_frequency"] = "none"  # segmentation loss weights
     cache_dir: str = "runs/cache"  # rendered: where the generated dataset is kept
     render_seed: int = 0  # rendered: the generator's seed (fixed; never tuned)
+    # Incomplete training data, missing completely at random (seeded, the training split
+    # only): this share of the samples lacks a random non-empty proper subset of its
+    # modalities — or, missing_rates, each modality is missing independently at its rate
+    # (a sample left with none keeps one, drawn uniformly). docs/your_data.md#incomplete
+    missing_fraction: float = 0.0
+    missing_rates: list[float] | None = None
+    missing_seed: int = 0
+    # the RGB-D layouts (NYUv2, Cityscapes, the rendered scenes): a listed sample's rgb or
+    # depth file that is not there is an "error", or that modality is "missing" for it
+    missing_files: Literal["error", "missing"] = "error"
 
 
 @dataclass
 class MADConfig:
+    # the formulation (method.formulation) sets relation and weighting; these override it
     relation: Literal["cosine", "gram"] = "cosine"
     weighting: Literal["softmax", "linear", "uniform"] = "softmax"
+    temperature: float = 1.0  # weighting=softmax: w = softmax(π / temperature) (Eq. 8: 1)
     # "fused": the fusion output's map (ESANet: the fused bottleneck map the decoders read);
     # "head": the head's representation (SF: the layer-4 map); "auto": the task's choice,
     # fused for segmentation, head otherwise (docs/method.md#mad).
@@ -124,9 +148,23 @@ class MARConfig:
 @dataclass
 class MethodConfig:
     name: str = "sf_md"
+    # "paper": Eqs. 2-16 as written; "authors": as the authors' code computes them (the
+    # row-normalised Gram relation, entropy / its sum, SP as a mean over b² entries, the α
+    # and β terms from after MAR's warm-up); it sets mad.relation, mad.weighting,
+    # sp_reduction and begin (docs/method.md#formulations)
+    formulation: Literal["paper", "authors"] = "paper"
+    # SP's reduction of the squared relation gaps: "rows" (1/b Σ_i Σ_j: MAD with uniform
+    # weights) or "entries" (the mean over the b² entries, the authors' mse_loss)
+    sp_reduction: Literal["rows", "entries"] = "rows"
+    # when the distillation (α) and regularization (β) terms join the loss: from the
+    # first epoch ("start") or after MAR's warm-up epochs ("after_warmup", the authors')
+    begin: Literal["start", "after_warmup"] = "start"
     dropout: bool = True  # per-sample modality dropout; False trains on complete data
     combination: str | None = None  # "customized": train on this one combination, e.g. "rgb+ir"
     mask_probabilities: list[float] | None = None  # per combination, all_masks order
+    # the training samples: "all" (each with what it has) or "complete" (only the samples
+    # that have every modality the method uses; the teacher's preset)
+    samples: Literal["all", "complete"] = "all"
     distill: str = "none"  # a registered distillation loss (sp, mad, ...) or none: α's term
     regularize: str = "none"  # a registered regularizer (sr, mar, ...) or none: β's term
     terms: dict[str, float] = field(default_factory=dict)  # more registered loss terms: weights
@@ -146,15 +184,31 @@ class OptimConfig:
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = 1e-3
     momentum: float = 0.9
+    nesterov: bool = False  # sgd: Nesterov momentum
     weight_decay: float = 5e-4
     epochs: int = 100
     scheduler: Literal["step", "cosine", "onecycle", "constant"] = "step"
     warmup_epochs: int = 5  # linear learning-rate warm-up (not MAR's warm-up)
     milestones: list[int] = field(default_factory=lambda: [16, 33, 50])
     gamma: float = 0.1
+    onecycle_warmup: float = 0.3  # onecycle: the share of the schedule rising to optim.lr
+    # step the schedule after every training iteration, or once per epoch (the lr then
+    # holds for the whole epoch: the schedule's step n is epoch n + 1)
+    step_every: Literal["step", "epoch"] = "step"
     # A NaN / inf loss: "stop" the run naming the step and the loss term, or "skip" the
     # batch (no update) and count it in the log (skipped_steps).
     nonfinite: Literal["stop", "skip"] = "stop"
+
+
+@dataclass
+class ValidationConfig:
+    """Evaluation on the val split during training, and the choice of the best epoch."""
+
+    every: int = 0  # every N epochs and after the last (0: not during training)
+    # the average over the combinations of this metric picks the best epoch (None: the
+    # task's own: error, ACER or mIoU)
+    metric: str | None = None
+    patience: int = 0  # early stopping after this many validations without a better one
 
 
 @dataclass
@@ -166,11 +220,12 @@ class Config:
     task: str | None = None  # a registered task; None: the dataset's own
     device: str = "cpu"  # "cpu", "cuda", "cuda:1", or "auto"
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default
-    out: str = "runs/default"
+    out: str = "runs/default"  # from a file or the CLI: runs/<data.name>_<method.name>[_seed<n>]
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     # Two-class anti-spoofing: accept as bona fide when its probability reaches this
     # threshold, or "val_eer": per combination, where APCER = BPCER on the validation split.
     threshold: float | Literal["val_eer"] = 0.5
@@ -180,6 +235,25 @@ class Config:
     # miner reduce in fp32 whatever this says. channels_last: NHWC convolutions.
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = False
+    # segmentation mIoU: a class absent from both the labels and the predictions is left
+    # out of the mean ("skip") or counts as IoU 0 ("zero", ESANet's confusion_matrix.py)
+    miou_absent: Literal["skip", "zero"] = "skip"
+
+
+# The two formulations of the method (method.formulation): the settings each one means,
+# under the config file and the overrides (docs/method.md#formulations).
+FORMULATIONS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "mad": {"relation": "cosine", "weighting": "softmax"},
+        "sp_reduction": "rows",
+        "begin": "start",
+    },
+    "authors": {
+        "mad": {"relation": "gram", "weighting": "linear"},
+        "sp_reduction": "entries",
+        "begin": "after_warmup",
+    },
+}
 
 
 def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
@@ -256,9 +330,19 @@ def build_config(
     from mmanet.plugins import import_user_modules
 
     import_user_modules(imports)  # before the names below are looked up
-    method_name = (raw.get("method") or {}).get("name", MethodConfig.name)
-    raw = deep_merge(METHODS.get(method_name).preset(), raw)
+    method = raw.get("method") or {}
+    raw = deep_merge(METHODS.get(method.get("name", MethodConfig.name)).preset(), raw)
+    formulation = method.get("formulation", MethodConfig.formulation)
+    if formulation not in FORMULATIONS:
+        raise ConfigError(
+            f"config key 'method.formulation' must be one of {', '.join(map(repr, FORMULATIONS))}, "
+            f"got {formulation!r}"
+        )
+    raw = deep_merge({"method": FORMULATIONS[formulation]}, raw)
     config = from_dict(Config, raw)
+    if "out" not in raw:  # a default folder per dataset, method and seed: runs do not collide
+        seed = f"_seed{config.seed}" if config.seed else ""
+        config.out = f"runs/{config.data.name}_{config.method.name}{seed}"
     validate(config)
     return config
 
@@ -298,6 +382,8 @@ def validate(config: Config) -> None:
         LOSS_TERMS.check(term)
         if weight < 0:
             raise ConfigError(f"method.terms.{term} must be >= 0, got {weight}")
+    if method.mad.temperature <= 0:
+        raise ConfigError(f"method.mad.temperature must be > 0, got {method.mad.temperature}")
     if method.alpha < 0:
         raise ConfigError(f"method.alpha must be >= 0, got {method.alpha}")
     if method.beta < 0:
@@ -329,8 +415,31 @@ def validate(config: Config) -> None:
         raise ConfigError(f"method.combination is not for method.name={method.name}")
     if config.data.modalities is not None and not config.data.modalities:
         raise ConfigError("data.modalities is empty; name at least one modality (or omit it)")
+    missing = config.data
+    if not 0.0 <= missing.missing_fraction < 1.0:
+        raise ConfigError(
+            f"data.missing_fraction must be in [0, 1), got {missing.missing_fraction}"
+        )
+    if missing.missing_rates is not None and any(not 0.0 <= r < 1.0 for r in missing.missing_rates):
+        raise ConfigError(f"data.missing_rates must be in [0, 1), got {missing.missing_rates}")
+    if missing.missing_rates is not None and missing.missing_fraction > 0:
+        raise ConfigError("give data.missing_fraction or data.missing_rates, not both")
+    valid = config.validation
+    if valid.every < 0 or valid.patience < 0:
+        raise ConfigError("validation.every and validation.patience must be >= 0")
+    if valid.patience > 0 and valid.every == 0:
+        raise ConfigError("validation.patience needs validation.every > 0 (it counts validations)")
     if config.data.batch_size < 1:
         raise ConfigError(f"data.batch_size must be >= 1, got {config.data.batch_size}")
+    if not 0 < config.data.min_scale <= config.data.max_scale:
+        raise ConfigError(
+            f"data.min_scale must be > 0 and <= data.max_scale, got [{config.data.min_scale}, "
+            f"{config.data.max_scale}]"
+        )
+    if optim.nesterov and (optim.optimizer != "sgd" or optim.momentum <= 0):
+        raise ConfigError("optim.nesterov needs optim.optimizer=sgd and optim.momentum > 0")
+    if not 0 < optim.onecycle_warmup < 1:
+        raise ConfigError(f"optim.onecycle_warmup must be in (0, 1), got {optim.onecycle_warmup}")
 
 
 def from_dict(cls: type, data: Any, prefix: str = "") -> Any:

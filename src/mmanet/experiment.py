@@ -15,13 +15,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from tqdm import tqdm
 
 import mmanet
 from mmanet.config import Config, build_config, deep_merge, to_dict
 from mmanet.data import DataBundle, build_data
 from mmanet.engine import Trainer
+from mmanet.engine.checkpoint import latest_checkpoint
+from mmanet.engine.rundir import RUNTIME_KEYS, changed_keys, saved_config
 from mmanet.errors import ConfigError
 from mmanet.io import atomic_write_json, atomic_write_text
 from mmanet.methods import TABLES, get_method, method_titles, methods_in
@@ -80,18 +81,20 @@ def run_method(
     if teacher_dir is not None:
         layer["method"]["teacher"] = str(teacher_dir)
     config = build_config(config_path, deep_merge(dict(overrides), layer))
-    config.progress = progress
+    config.progress = progress and config.progress
     report_path = run_dir / f"results_{split}.json"
-    saved = run_dir / "config.yaml"
-    if saved.is_file():
-        if not same_experiment(build_config(overrides=yaml.safe_load(saved.read_text())), config):
+    if (run_dir / "config.yaml").is_file():
+        changed = changed_keys(saved_config(run_dir), config, RUNTIME_KEYS)
+        if changed:
             raise ConfigError(
-                f"{run_dir} holds a run with a different config; choose another --out or remove it"
+                f"{run_dir} holds a run with another config ({'; '.join(changed)}); "
+                "choose another --out or remove it"
             )
         if report_path.is_file():
             return json.loads(report_path.read_text())
     trainer = Trainer(config, data)
-    report = trainer.fit(resume=True)
+    resume = latest_checkpoint(run_dir) is not None  # an interrupted run of this comparison
+    report = trainer.fit(resume=resume, overwrite=not resume)
     if report is None or split != "test":
         report = trainer.test(split)
     return report
@@ -127,21 +130,6 @@ def run_customized(
         **summarize(per_combination),
         "metrics": per_model[0]["metrics"],
     }
-
-
-RUNTIME_KEYS = ("progress", "threads", "tensorboard")
-RUNTIME_DATA_KEYS = ("cache_dir", "num_workers", "eval_batch_size")
-
-
-def same_experiment(a: Config, b: Config) -> bool:
-    """Whether two configs describe the same run, ignoring keys that do not change results."""
-    first, second = to_dict(a), to_dict(b)
-    for config in (first, second):
-        for key in RUNTIME_KEYS:
-            config.pop(key)
-        for key in RUNTIME_DATA_KEYS:
-            config["data"].pop(key)
-    return first == second
 
 
 def compare(
@@ -241,6 +229,11 @@ _worker: dict[str, Any] = {}
 
 
 def _init_worker(imports: list[str], shared: bytes) -> None:
+    import threading
+
+    # The workers draw no bars. tqdm's default lock holds a named semaphore that a spawned
+    # process registers with the parent's resource tracker: a thread lock needs none.
+    tqdm.set_lock(threading.RLock())
     try:
         import_user_modules(imports)  # before the data are unpickled: they may be of their types
         _worker["shared"] = pickle.loads(shared)
@@ -282,11 +275,19 @@ def run_in_processes(
         dynamic_ncols=True,
     )
     initargs = (list(imports), pickle.dumps(shared))
-    with bar, context.Pool(jobs, initializer=_init_worker, initargs=initargs) as pool:
-        for phase in phases:
-            for finished in pool.imap_unordered(_run_job, phase):
-                bar.set_postfix_str(f"finished {finished}", refresh=False)
-                bar.update()
+    pool = context.Pool(jobs, initializer=_init_worker, initargs=initargs)
+    try:
+        with bar:
+            for phase in phases:
+                for finished in pool.imap_unordered(_run_job, phase):
+                    bar.set_postfix_str(f"finished {finished}", refresh=False)
+                    bar.update()
+        pool.close()  # the workers finish and exit by themselves, running their exit handlers
+    except BaseException:
+        pool.terminate()  # a failed run or an interrupt: stop the others
+        raise
+    finally:
+        pool.join()  # no worker outlives the comparison (nor is killed as the parent exits)
 
 
 def column_record(
@@ -294,7 +295,7 @@ def column_record(
 ) -> dict[str, Any]:
     """Where a table column came from: its config (digest and full), code version(s), runs."""
     settings = to_dict(config)
-    for key in ("seed", "out", *RUNTIME_KEYS):
+    for key in ("seed", "out", *(k for k in RUNTIME_KEYS if "." not in k)):
         settings.pop(key, None)
     settings["method"].pop("teacher", None)
     encoded = json.dumps(settings, sort_keys=True).encode()

@@ -55,7 +55,11 @@ def example_inputs(
 
 
 def export_onnx(
-    checkpoint: str | Path, out: str | Path, opset: int = 17, builder: Builder | None = None
+    checkpoint: str | Path,
+    out: str | Path,
+    opset: int = 17,
+    builder: Builder | None = None,
+    select: str | None = None,
 ) -> dict[str, Any]:
     """Write ``out`` (ONNX) and ``out`` + ``.json``; return the sidecar's content.
 
@@ -64,7 +68,7 @@ def export_onnx(
     """
     import onnxruntime
 
-    model, meta = load_network(checkpoint, builder=builder)
+    model, meta = load_network(checkpoint, builder=builder, select=select)
     names = model.modalities
     masks = torch.tensor(names.combinations, dtype=torch.float32)
     graph = DeploymentGraph(model).eval()

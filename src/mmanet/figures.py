@@ -113,7 +113,7 @@ def two_class_outputs(
     loader = make_loader(data.split(split), config.data.eval_batch_size, num_workers=0)
     masks = Modalities(data.modalities).combinations
     with torch.no_grad():
-        scores, labels = combination_scores(model, loader, masks)  # (c, n, k), (n,)
+        scores, labels, _ = combination_scores(model, loader, masks)  # (c, n, k), (n,)
     if classes is None:
         classes = most_confused_pair(scores, labels) if scores.shape[2] > 2 else (0, 1)
     a, b = classes

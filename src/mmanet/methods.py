@@ -45,6 +45,7 @@ class Method:
         fusion_aux: build the fusion's auxiliary heads (their loss has weight
             ``method.aux_weight``).
         per_combination: one model per combination (the customized baseline).
+        samples: the training samples, ``"all"`` or only the ``"complete"`` ones.
         terms: more registered loss terms and their weights (``method.terms``).
         tables: the paper tables (:data:`TABLES`) that list it.
     """
@@ -57,6 +58,7 @@ class Method:
     fusion: str | None = None
     fusion_aux: bool = False
     per_combination: bool = False
+    samples: str = "all"
     terms: dict[str, float] = field(default_factory=dict)
     tables: tuple[str, ...] = field(default_factory=tuple)
 
@@ -67,6 +69,7 @@ class Method:
                 "dropout": self.dropout,
                 "distill": self.distill,
                 "regularize": self.regularize,
+                "samples": self.samples,
                 "terms": dict(self.terms),
             }
         }
@@ -107,7 +110,7 @@ def method_titles(baseline: str = "SF") -> dict[str, str]:
 
 
 for _method in (
-    Method("teacher", "Teacher", dropout=False),
+    Method("teacher", "Teacher", dropout=False, samples="complete"),
     Method("customized", "Customized", dropout=False, per_combination=True,
            tables=("comparison",)),
     Method("sf_md", "SF-MD", tables=("headline", "comparison", "distillation", "ablation")),

@@ -8,7 +8,7 @@ predicted classes as columns.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -82,18 +82,25 @@ def segmentation_confusion(
     return confusion_matrix(predictions.reshape(-1)[keep], labels.reshape(-1)[keep], num_classes)
 
 
-def iou_metrics(confusion: torch.Tensor) -> dict[str, float | list[float]]:
+def iou_metrics(
+    confusion: torch.Tensor, absent: Literal["skip", "zero"] = "skip"
+) -> dict[str, float | list[float]]:
     """mIoU, per-class IoU = TP / (TP + FP + FN) and pixel accuracy, in %, from one confusion
     accumulated over a whole split. A class absent from both ground truth and predictions has
-    IoU NaN and is left out of the mean."""
+    IoU NaN; ``absent="skip"`` leaves it out of the mean, ``"zero"`` counts it as 0 (ESANet's
+    mIoU, a mean over all k classes)."""
     confusion = confusion.double()
     true_positives = confusion.diag()
     union = confusion.sum(0) + confusion.sum(1) - true_positives
     iou = torch.where(union > 0, true_positives / union.clamp(min=1), torch.nan) * 100.0
     present = ~iou.isnan()
+    if absent == "zero":
+        miou = iou.nan_to_num(0.0).mean().item() if len(iou) else float("nan")
+    else:
+        miou = iou[present].mean().item() if present.any() else float("nan")
     total = confusion.sum().item()
     return {
-        "miou": iou[present].mean().item() if present.any() else float("nan"),
+        "miou": miou,
         "per_class_iou": iou.tolist(),
         "pixel_accuracy": 100.0 * true_positives.sum().item() / total if total else float("nan"),
     }
@@ -104,10 +111,12 @@ def _rate(count: torch.Tensor, total: torch.Tensor) -> float:
 
 
 def summarize(per_combination: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float]]:
-    """Average of every scalar metric over all combinations and over the single-modality ones."""
+    """Average of every scalar metric over all combinations and over the single-modality
+    ones (not of ``n``, the number of samples a combination was evaluated on)."""
     names = list(per_combination)
     singles = [n for n in names if "+" not in n]
-    keys = [k for k, v in per_combination[names[0]].items() if isinstance(v, (int, float))]
+    first = per_combination[names[0]]
+    keys = [k for k, v in first.items() if isinstance(v, (int, float)) and k != "n"]
 
     def mean(group: list[str]) -> dict[str, float]:
         return {k: sum(per_combination[n][k] for n in group) / len(group) for k in keys}

@@ -135,12 +135,38 @@ class MaskSampler:
                 )
             self.probabilities = probs / probs.sum()
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        """(batch_size, m) float tensor of 0/1, never an all-zero row."""
+    def sample(
+        self,
+        batch_size: int,
+        generator: torch.Generator,
+        available: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(batch_size, m) float tensor of 0/1, never an all-zero row.
+
+        ``available``: (batch_size, m) 0/1, the modalities each sample has; a sample's mask
+        is then drawn among the non-empty subsets of what it has (uniformly, or with the
+        probabilities renormalised over them). Without it, or when every sample is
+        complete, the draw is the same as for complete data.
+        """
+        if available is not None and not bool(available.all()):
+            return self._sample_within(available > 0, generator)
         if self.probabilities is None:
             idx = torch.randint(len(self.masks), (batch_size,), generator=generator)
         else:
             idx = torch.multinomial(
                 self.probabilities, batch_size, replacement=True, generator=generator
             )
+        return self.masks[idx]
+
+    def _sample_within(self, available: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        allowed = (self.masks[None] <= available[:, None].float()).all(dim=2)  # (b, c)
+        base = self.probabilities if self.probabilities is not None else torch.ones(len(self.masks))
+        weights = allowed.double() * base.double()[None]
+        empty = (weights.sum(dim=1) <= 0).nonzero().flatten()
+        if len(empty):
+            raise ValueError(
+                f"sample {int(empty[0])} of the batch has no combination with a positive "
+                "probability among the modalities it has"
+            )
+        idx = torch.multinomial(weights, 1, generator=generator)[:, 0]
         return self.masks[idx]

@@ -5,12 +5,13 @@ dataset reads and preprocesses exactly as its evaluation split does: the dataset
 :class:`~mmanet.data.InputReader`, made from the run's config (``describe(modality)`` says
 what the file holds and how it becomes the input, e.g. an 8-bit image resized to 112×112
 and mapped to (x − 127.5)/128; the ONNX sidecar records the same lines). The modalities not
-given are absent: zeros with a 0 in the presence mask.
+given are absent: zeros with a 0 in the presence mask. An input holding NaN or inf is an
+error naming its file (a manifest row's file, with ``data.nonfinite=missing`` in the run's
+config: a missing modality of that row, as in training).
 """
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 
 from mmanet.data import InputReader, input_reader
+from mmanet.data.base import count_nonfinite
 from mmanet.engine.network import checkpoint_config, load_network
 from mmanet.errors import DataError
 from mmanet.models import UnifiedNetwork
@@ -25,14 +27,28 @@ from mmanet.registry import TASKS
 from mmanet.tasks import Task
 
 
+class NonFiniteInput(DataError):
+    """An input file that holds NaN or inf; the message names it."""
+
+
+def read_input(path: Path, name: str, model: UnifiedNetwork, reader: InputReader) -> torch.Tensor:
+    """One ``name`` file as the network's (1, *input shape) input; NaN or inf in it is a
+    DataError naming the file."""
+    tensor = reader.read(path, name, model.input_shapes[name])
+    bad = count_nonfinite(tensor)
+    if bad:
+        raise NonFiniteInput(
+            f"{path}: holds NaN or infinite values ({bad} of {tensor.numel()}), "
+            f"given for modality {name!r}"
+        )
+    return tensor[None]
+
+
 def read_inputs(
     files: Mapping[str, str | Path], model: UnifiedNetwork, reader: InputReader
 ) -> dict[str, torch.Tensor]:
     """``{modality: file}`` as a batch of one sample: ``{modality: (1, *input shape)}``."""
-    return {
-        name: reader.read(Path(path), name, model.input_shapes[name])[None]
-        for name, path in files.items()
-    }
+    return {name: read_input(Path(path), name, model, reader) for name, path in files.items()}
 
 
 def check_modalities(given: Sequence[str], model: UnifiedNetwork) -> None:
@@ -56,11 +72,11 @@ def checkpoint_task(meta: Mapping[str, Any]) -> Task:
 
 @torch.no_grad()
 def predict_files(
-    checkpoint: str | Path, files: Mapping[str, str | Path]
+    checkpoint: str | Path, files: Mapping[str, str | Path], select: str | None = None
 ) -> tuple[dict[str, Any], Task]:
     """The task's prediction (class probabilities, a label map) for one sample given as
     ``{modality: file}``, and the task (which writes it)."""
-    model, meta = load_network(checkpoint)
+    model, meta = load_network(checkpoint, select=select)
     check_modalities(list(files), model)
     reader = input_reader(checkpoint_config(Path(meta["checkpoint"]), meta).data)
     inputs = read_inputs(files, model, reader)
@@ -75,18 +91,19 @@ def predict_files(
 
 
 @torch.no_grad()
-def predict_manifest(checkpoint: str | Path, manifest: Path, out: Path) -> int:
-    """One row of probabilities per manifest row (CSV: one path column per modality; an
-    empty cell is a missing modality); returns the number of rows written."""
+def predict_manifest(
+    checkpoint: str | Path, manifest: Path, out: Path, select: str | None = None
+) -> int:
+    """One row of probabilities per manifest row (CSV: one path column per modality, paths
+    relative to the manifest's folder; an empty cell is a missing modality); returns the
+    number of rows written."""
+    from mmanet.data.manifest import read_records
     from mmanet.io import atomic_write_text
 
-    model, meta = load_network(checkpoint)
-    reader = input_reader(checkpoint_config(Path(meta["checkpoint"]), meta).data)
-    try:
-        with open(manifest, newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    except OSError as err:
-        raise DataError(f"cannot read manifest {manifest}: {err.strerror}") from None
+    model, meta = load_network(checkpoint, select=select)
+    data = checkpoint_config(Path(meta["checkpoint"]), meta).data
+    reader = input_reader(data)
+    _, rows = read_records(manifest)
     if not rows:
         raise DataError(f"{manifest}: no rows")
     columns = [c for c in rows[0] if c in model.modalities]
@@ -94,13 +111,24 @@ def predict_manifest(checkpoint: str | Path, manifest: Path, out: Path) -> int:
     names = meta["class_names"]
     lines = [",".join(["row", "modalities", *names])]
     for index, row in enumerate(rows):
-        given = {c: row[c] for c in columns if row[c]}
+        where = f"{manifest}: line {index + 2}"
+        given = {c: manifest.parent / row[c].strip() for c in columns if (row[c] or "").strip()}
         if not given:
-            raise DataError(f"{manifest}: row {index + 1} gives no modality")
-        probabilities = model(read_inputs(given, model, reader)).logits[0].softmax(dim=0)
+            raise DataError(f"{where}: no modality given")
+        inputs = {}
+        for name, path in given.items():
+            try:
+                inputs[name] = read_input(path, name, model, reader)
+            except DataError as err:
+                if isinstance(err, NonFiniteInput) and data.nonfinite == "missing":
+                    continue  # as the training loader: that modality is missing here
+                raise DataError(f"{where}: {err}") from None
+        if not inputs:
+            raise DataError(f"{where}: no modality left, every file holds NaN or infinite values")
+        probabilities = model(inputs).logits[0].softmax(dim=0)
         if probabilities.ndim != 1:
             raise DataError("predict --manifest is for classification; give one sample's files")
         cells = [f"{p:.6f}" for p in probabilities.tolist()]
-        lines.append(",".join([str(index), "+".join(given), *cells]))
+        lines.append(",".join([str(index), "+".join(inputs), *cells]))
     atomic_write_text(out, "\n".join(lines) + "\n")
     return len(rows)

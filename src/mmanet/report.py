@@ -110,14 +110,24 @@ def _render(header: list[str], rows: list[list[str]], markdown: bool) -> str:
 
 
 def metrics_table(report: Mapping[str, Any], metrics: Sequence[str], markdown: bool = False) -> str:
-    """One method's report: rows = combinations + averages, columns = ``metrics`` (%)."""
-    rows = [
-        [name, *[f"{values[m]:.2f}" for m in metrics]]
-        for name, values in report["combinations"].items()
-    ]
-    rows.append(
-        ["Single-modality average", *[f"{report['single_average'][m]:.2f}" for m in metrics]]
-    )
-    average = f"Average ({len(report['combinations'])} combinations)"
-    rows.append([average, *[f"{report['average'][m]:.2f}" for m in metrics]])
-    return _render(["Combination", *[m.upper() for m in metrics]], rows, markdown)
+    """One method's report: rows = combinations + averages (+ "as available" on a split
+    with incomplete samples), columns = ``metrics`` (%), and ``N`` — the samples each
+    combination was evaluated on — when they differ."""
+    combinations = report["combinations"]
+    as_available = report.get("as available")
+    counts = {values.get("n") for values in combinations.values()}
+    with_n = as_available is not None or len(counts) > 1
+
+    def row(label: str, values: Mapping[str, Any]) -> list[str]:
+        cells = [label, *[f"{values[m]:.2f}" for m in metrics]]
+        return [*cells, str(values["n"])] if with_n and "n" in values else cells
+
+    rows = [row(name, values) for name, values in combinations.items()]
+    if as_available is not None:
+        rows.append(row("as available", as_available))
+    blank = [""] if with_n else []
+    rows.append([*row("Single-modality average", report["single_average"]), *blank])
+    average = f"Average ({len(combinations)} combinations)"
+    rows.append([*row(average, report["average"]), *blank])
+    header = ["Combination", *[m.upper() for m in metrics], *(["N"] if with_n else [])]
+    return _render(header, rows, markdown)

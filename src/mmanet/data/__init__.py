@@ -30,10 +30,13 @@ register_dataset = DATASETS.register
 
 
 def build_data(cfg: DataConfig) -> DataBundle:
-    """The dataset named by ``cfg.name``."""
+    """The dataset named by ``cfg.name`` (its training split made incomplete when
+    ``data.missing_fraction`` or ``data.missing_rates`` asks)."""
+    from mmanet.data.missing import apply_missing
+
     entry = DATASETS.get(cfg.name)
     build = getattr(entry, "build", entry)
-    return build(cfg)
+    return apply_missing(build(cfg), cfg)
 
 
 def input_reader(cfg: DataConfig) -> InputReader:

@@ -15,6 +15,15 @@ from torch.utils.data import Dataset
 from mmanet.errors import DataError
 
 Sample = tuple[dict[str, torch.Tensor], int]
+
+# Incomplete samples. A sample that lacks some of the bundle's modalities has zeros of the
+# modality's input shape in their place and carries ``inputs[AVAILABLE_KEY]``: an (m,)
+# float 0/1 tensor in the bundle's modality order (1 = the modality is there). A dataset
+# with any incomplete sample gives every sample the key; without it, every sample is
+# complete. A dataset that knows what each sample has without loading it (a manifest's
+# empty cells, a seeded missing-at-random table) exposes ``availability``: an (n, m) bool
+# tensor, which filters the complete samples (the teacher's, MAR's mining) before loading.
+AVAILABLE_KEY = "__available__"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
@@ -47,6 +56,30 @@ class DataBundle:
             raise ValueError(f"unknown split {name!r}; use train, val or test")
         return getattr(self, name)
 
+    def availability(self, dataset: Dataset) -> torch.Tensor:
+        """(n, m) bool: which modalities each sample of ``dataset`` (a split) has."""
+        return availability(dataset, len(self.modalities))
+
+
+def base_dataset(dataset: Dataset) -> Dataset:
+    """The dataset under any subsets and views of it (``.dataset`` attributes)."""
+    while hasattr(dataset, "dataset"):
+        dataset = dataset.dataset
+    return dataset
+
+
+def availability(dataset: Dataset, num_modalities: int) -> torch.Tensor:
+    """(n, m) bool: the dataset's ``availability`` table, else every sample complete.
+    A :class:`torch.utils.data.Subset` gives its rows of its dataset's table."""
+    from torch.utils.data import Subset
+
+    if isinstance(dataset, Subset):
+        return availability(dataset.dataset, num_modalities)[list(dataset.indices)]
+    table = getattr(dataset, "availability", None)
+    if table is None:
+        return torch.ones(len(dataset), num_modalities, dtype=torch.bool)  # type: ignore[arg-type]
+    return torch.as_tensor(table, dtype=torch.bool)
+
 
 def read_array(path: Path) -> torch.Tensor:
     """A ``.npy`` file or an image as a float tensor; images become (c, h, w) in [0, 1]."""
@@ -68,6 +101,51 @@ def read_array(path: Path) -> torch.Tensor:
     except (OSError, ValueError) as err:
         raise DataError(f"cannot read {path}: {err}") from None
     raise DataError(f"unsupported file type {path.suffix!r}: {path} (use .npy or an image)")
+
+
+def count_nonfinite(tensor: torch.Tensor) -> int:
+    """How many values of ``tensor`` are NaN or infinite."""
+    return int((~torch.isfinite(tensor)).sum())
+
+
+@dataclass(frozen=True)
+class FileHeader:
+    """What a file's header says: the shape :func:`read_array` gives it, and whether its
+    values can be NaN or infinite (floating-point ones)."""
+
+    shape: tuple[int, ...]
+    floating: bool
+
+
+def read_header(path: Path) -> FileHeader:
+    """``path``'s :class:`FileHeader` from the ``.npy`` header or the image header alone:
+    nothing is decoded, so every file of a large manifest can be checked up front."""
+    from PIL import Image, UnidentifiedImageError
+
+    suffix = path.suffix.lower()
+    if suffix != ".npy" and suffix not in IMAGE_SUFFIXES:
+        raise DataError(f"unsupported file type {path.suffix!r}: {path} (use .npy or an image)")
+    try:
+        if suffix != ".npy":
+            with Image.open(path) as img:
+                width, height = img.size
+                return FileHeader((len(img.getbands()), height, width), img.mode == "F")
+        with path.open("rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+    except UnidentifiedImageError:
+        raise DataError(f"cannot read {path}: not an image file that can be decoded") from None
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read {path}: {err}") from None
+    if dtype.kind not in "biufc":
+        raise DataError(
+            f"cannot read {path}: dtype {dtype} is not a number type "
+            "(object arrays are never unpickled)"
+        )
+    return FileHeader(tuple(shape), dtype.kind in "fc")
 
 
 class InputReader(ABC):

@@ -95,6 +95,7 @@ def load_cityscapes(
     depth_mean: float = CITYSCAPES_DEPTH_MEAN,
     depth_std: float = CITYSCAPES_DEPTH_STD,
     test_split: str = "valid",
+    missing_files: str = "error",
 ) -> DataBundle:
     """Cityscapes, 19 classes, from the prepared layout in ``root`` (see the module
     docstring)."""
@@ -118,6 +119,7 @@ def load_cityscapes(
                 for name, origin in read_ids(root / f"{split}.txt")
             ],
             f"Cityscapes {split} split",
+            missing_files,
         )
 
     splits = {"train": records("train"), "val": records("valid"), "test": records(test_split)}

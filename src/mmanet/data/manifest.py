@@ -4,55 +4,250 @@ Layout::
 
     rgb,depth,label,split
     images/0001_rgb.png,depth/0001.npy,cat,train
+    images/0002_rgb.png,,dog,train
     ...
 
-Paths are relative to the manifest's folder (or absolute). A file is read as a
-``.npy`` array (``allow_pickle=False``) or as an image (PNG/JPEG/...: ``(c, h, w)``
-float in [0, 1]). Labels may be integers ``0..k-1`` or names (sorted to indices).
-The optional ``split`` column holds ``train``/``val``/``test``; without it a
-seeded stratified 60/15/25 split is made. Every sample of a modality must have the
-shape of that modality's first file.
+Paths are relative to the manifest's folder (or absolute); a UTF-8 byte-order mark (as
+Excel writes) is skipped. A file is read as a ``.npy`` array (``allow_pickle=False``,
+values as they are) or as an image (PNG/JPEG/...: ``(c, h, w)`` float in [0, 1]). An
+empty cell is a modality that sample lacks: zeros of the modality's shape stand in, and
+when any sample lacks one, every sample carries ``inputs[AVAILABLE_KEY]`` and each split
+an ``availability`` table (:mod:`mmanet.data.base`). A row must name one file at least.
+
+Labels may be integers ``0..k-1`` or names (sorted to indices); every class needs a
+training sample. The optional ``split`` column holds ``train``/``val``/``test``; without it
+a seeded stratified 60/15/25 split is made.
+
+Every file is checked when the manifest loads, from its header alone: it exists, and its
+shape is the one most files of its modality have. Its values are checked when it is read:
+NaN or inf is an error naming it (``data.nonfinite="error"``); with
+``data.nonfinite="missing"`` such a file is a missing modality for its sample instead, and
+the loader reads every floating-point file once when it loads to build the availability
+table.
 """
 
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
+import torch
 from torch.utils.data import Dataset
 
 from mmanet.config import DataConfig
-from mmanet.data.base import DataBundle, DataError, Sample, read_array, stratified_split
+from mmanet.data.base import (
+    AVAILABLE_KEY,
+    DataBundle,
+    DataError,
+    Sample,
+    count_nonfinite,
+    read_array,
+    read_header,
+    stratified_split,
+)
 from mmanet.registry import DATASETS
 
 SPLITS = ("train", "val", "test")
+NONFINITE_FIX = "set data.nonfinite=missing to count it as a missing modality"
+
+Row = dict[str, Path | None]  # a sample's file per modality; None: the sample lacks it
+
+
+class ModalityFiles(NamedTuple):
+    """A modality's shape and the manifest lines whose file holds floating-point values."""
+
+    shape: tuple[int, ...]
+    floating: set[int]
 
 
 class ManifestDataset(Dataset):
-    """Samples of one split of a manifest; files are read when a sample is requested."""
+    """Samples of one split of a manifest; files are read when a sample is requested.
+
+    ``availability``: (n, m) bool, the modalities each sample has; with ``incomplete``
+    (some sample of the manifest lacks one) every sample carries ``inputs[AVAILABLE_KEY]``.
+    """
 
     def __init__(
         self,
-        rows: list[dict[str, Path]],
+        manifest: Path,
+        lines: list[int],
+        rows: list[Row],
         labels: list[int],
         shapes: dict[str, tuple[int, ...]],
+        incomplete: bool,
     ) -> None:
-        self.rows, self.labels, self.shapes = rows, labels, shapes
+        self.manifest, self.lines, self.rows, self.labels = manifest, lines, rows, labels
+        self.shapes, self.incomplete = shapes, incomplete
+        has = [[row[name] is not None for name in shapes] for row in rows]
+        self.availability = torch.tensor(has, dtype=torch.bool).reshape(len(rows), len(shapes))
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, index: int) -> Sample:
         sample = {}
-        for name, path in self.rows[index].items():
-            tensor = read_array(path)
-            if tuple(tensor.shape) != self.shapes[name]:
-                raise DataError(
-                    f"{path}: shape {tuple(tensor.shape)} differs from {self.shapes[name]} "
-                    f"of the first '{name}' file"
-                )
-            sample[name] = tensor
+        for name, shape in self.shapes.items():
+            path = self.rows[index][name]
+            sample[name] = torch.zeros(shape) if path is None else self.read(index, name, path)
+        if self.incomplete:
+            sample[AVAILABLE_KEY] = self.availability[index].float()
         return sample, self.labels[index]
+
+    def read(self, index: int, name: str, path: Path) -> torch.Tensor:
+        """One file, its shape and values checked; errors name the manifest line."""
+        where = f"{self.manifest}: line {self.lines[index]}"
+        tensor = read_file(path, where)
+        if tuple(tensor.shape) != self.shapes[name]:
+            raise DataError(
+                shape_message(where, path, tuple(tensor.shape), name, self.shapes[name])
+            )
+        bad = count_nonfinite(tensor)
+        if bad:
+            raise DataError(
+                f"{where}: {path} holds NaN or infinite values ({bad} of {tensor.numel()}); "
+                + NONFINITE_FIX
+            )
+        return tensor
+
+
+def read_file(path: Path, where: str) -> torch.Tensor:
+    """:func:`read_array`, its errors prefixed with ``where`` (the manifest and line)."""
+    try:
+        return read_array(path)
+    except DataError as err:
+        raise DataError(f"{where}: {err}") from None
+
+
+def shape_message(
+    where: str, path: Path, shape: tuple[int, ...], name: str, expected: tuple[int, ...]
+) -> str:
+    """A file of another shape than the modality's other files."""
+    return f"{where}: {path} has shape {shape}, the other {name!r} files {expected}"
+
+
+def read_records(manifest: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """The header and the rows of a CSV file (UTF-8, a byte-order mark skipped)."""
+    try:
+        with manifest.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = list(reader.fieldnames or [])
+            records = list(reader)
+    except FileNotFoundError:
+        raise DataError(f"manifest not found: {manifest}") from None
+    except UnicodeDecodeError:
+        raise DataError(
+            f"{manifest}: line {first_non_utf8_line(manifest.read_bytes())} is not UTF-8 "
+            "text; save the manifest as CSV UTF-8"
+        ) from None
+    except OSError as err:
+        raise DataError(f"cannot read manifest {manifest}: {err.strerror}") from None
+    return columns, records
+
+
+def first_non_utf8_line(data: bytes) -> int:
+    """The 1-based line of the first byte that is not UTF-8 in ``data``."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return data[: err.start].count(b"\n") + 1
+    return 1
+
+
+def span(values: list[int]) -> str:
+    """Sorted integers as ``a..b`` when they are consecutive, else listed."""
+    if len(values) > 2 and values == list(range(values[0], values[-1] + 1)):
+        return f"{values[0]}..{values[-1]}"
+    return ", ".join(map(str, values))
+
+
+def parse_labels(manifest: Path, raw: list[str]) -> tuple[list[int], list[str], bool]:
+    """Class indices, class names and whether the labels were integers."""
+    for line, label in enumerate(raw, start=2):
+        if not label:
+            raise DataError(f"{manifest}: line {line}: no label")
+    if not all(label.lstrip("-").isdigit() for label in raw):
+        names = sorted(set(raw))
+        return [names.index(label) for label in raw], names, False
+    ints = [int(label) for label in raw]
+    if min(ints) < 0:
+        raise DataError(f"{manifest}: label {min(ints)} is negative")
+    found = sorted(set(ints))
+    for cls in range(max(ints) + 1):
+        if cls not in found:
+            raise DataError(
+                f"{manifest}: class {cls} has no sample (the labels are {span(found)}); integer "
+                f"labels are class indices: number the classes 0..{len(found) - 1}, "
+                "or use class names"
+            )
+    return ints, [str(c) for c in range(max(ints) + 1)], True
+
+
+def check_classes(
+    manifest: Path, labels: list[int], names: list[str], indices: dict[str, list[int]], ints: bool
+) -> None:
+    """Every class has a training sample, and the training split has two classes at least."""
+
+    def named(cls: int) -> str:
+        return f"class {names[cls]}" if ints else f"class {names[cls]!r}"
+
+    train = {labels[i] for i in indices["train"]}
+    if len(train) == 1:
+        (only,) = train
+        raise DataError(
+            f"{manifest}: the training split has one class only ({named(only)}); "
+            "a classifier needs two at least"
+        )
+    for split in ("val", "test"):
+        for cls in sorted({labels[i] for i in indices[split]} - train):
+            raise DataError(
+                f"{manifest}: {named(cls)} is in the {split} split but has no training sample"
+            )
+
+
+def check_shapes(manifest: Path, lines: list[int], rows: list[Row], name: str) -> ModalityFiles:
+    """The shape most of ``name``'s files have, from their headers; the first file of
+    another shape is an error naming its line. Also which files hold floating-point values."""
+    headers = {}
+    for line, row in zip(lines, rows, strict=True):
+        path = row[name]
+        if path is not None:
+            try:
+                headers[line] = read_header(path)
+            except DataError as err:
+                raise DataError(f"{manifest}: line {line}: {err}") from None
+    if not headers:
+        raise DataError(f"{manifest}: no row has a file for modality {name!r}")
+    counts = Counter(header.shape for header in headers.values())
+    shape = counts.most_common(1)[0][0]
+    for line, row in zip(lines, rows, strict=True):
+        header = headers.get(line)
+        if header is not None and header.shape != shape:
+            path = row[name]
+            assert path is not None
+            raise DataError(
+                shape_message(f"{manifest}: line {line}", path, header.shape, name, shape)
+            )
+    return ModalityFiles(shape, {line for line, header in headers.items() if header.floating})
+
+
+def drop_nonfinite(
+    manifest: Path, lines: list[int], rows: list[Row], floating: dict[str, set[int]]
+) -> None:
+    """``data.nonfinite=missing``: read every floating-point file once; one holding NaN or
+    inf becomes a missing modality of its row (``rows`` changed in place)."""
+    for line, row in zip(lines, rows, strict=True):
+        for name, path in row.items():
+            if path is None or line not in floating[name]:
+                continue  # integer files and images hold finite values only
+            if count_nonfinite(read_file(path, f"{manifest}: line {line}")):
+                row[name] = None
+        if all(path is None for path in row.values()):
+            raise DataError(
+                f"{manifest}: line {line}: no modality left, every file holds NaN or "
+                "infinite values (data.nonfinite=missing)"
+            )
 
 
 def load_manifest(
@@ -61,15 +256,12 @@ def load_manifest(
     label_column: str = "label",
     split_column: str = "split",
     split_seed: int = 0,
+    nonfinite: str = "error",
 ) -> DataBundle:
+    """The manifest's splits (see the module docstring); every error names the manifest,
+    and the line at fault where there is one."""
     manifest = Path(manifest)
-    try:
-        with manifest.open(newline="") as handle:
-            reader = csv.DictReader(handle)
-            columns = list(reader.fieldnames or [])
-            records = list(reader)
-    except FileNotFoundError:
-        raise DataError(f"manifest not found: {manifest}") from None
+    columns, records = read_records(manifest)
     if label_column not in columns:
         raise DataError(f"{manifest}: no label column '{label_column}' (columns: {columns})")
     if modalities is None:
@@ -82,41 +274,28 @@ def load_manifest(
     if not records:
         raise DataError(f"{manifest}: no samples")
 
+    lines = list(range(2, len(records) + 2))
     seen: dict[tuple[str, ...], int] = {}
-    for line, record in enumerate(records, start=2):
+    for line, record in zip(lines, records, strict=True):
         if None in record or None in record.values():  # csv: too many / too few fields
             raise DataError(
                 f"{manifest}: line {line}: wrong number of fields (the header has {len(columns)})"
             )
-        key = tuple(record[name] for name in modalities)
+        key = tuple(record[name].strip() for name in modalities)
+        if not any(key):
+            raise DataError(
+                f"{manifest}: line {line}: no file for any modality (a sample needs one at least)"
+            )
         if key in seen:
             raise DataError(f"{manifest}: line {line} duplicates line {seen[key]}")
         seen[key] = line
 
-    raw_labels = [record[label_column].strip() for record in records]
-    if all(lab.lstrip("-").isdigit() for lab in raw_labels):
-        ints = [int(lab) for lab in raw_labels]
-        if min(ints) < 0:
-            raise DataError(f"{manifest}: label {min(ints)} is negative")
-        class_names = [str(c) for c in range(max(ints) + 1)]
-        labels = ints
-    else:
-        class_names = sorted(set(raw_labels))
-        labels = [class_names.index(lab) for lab in raw_labels]
-
-    base = manifest.parent
-    rows = [{name: base / record[name] for name in modalities} for record in records]
-    for line, (record, row) in enumerate(zip(records, rows, strict=True), start=2):
-        for name, path in row.items():  # fail before training rather than in the middle
-            if not record[name].strip():
-                raise DataError(f"{manifest}: line {line}: no file for modality '{name}'")
-            if not path.is_file():
-                raise DataError(f"{manifest}: line {line}: file not found: {path}")
-    shapes = {name: tuple(read_array(rows[0][name]).shape) for name in modalities}
-
+    labels, class_names, ints = parse_labels(
+        manifest, [record[label_column].strip() for record in records]
+    )
     if split_column in columns:
         indices: dict[str, list[int]] = {s: [] for s in SPLITS}
-        for line, record in enumerate(records, start=2):
+        for line, record in zip(lines, records, strict=True):
             split = record[split_column].strip()
             if split not in indices:
                 raise DataError(f"{manifest}: line {line}: split {split!r} is not one of {SPLITS}")
@@ -127,9 +306,32 @@ def load_manifest(
     for split, idx in indices.items():
         if not idx:
             raise DataError(f"{manifest}: the {split} split is empty")
+    check_classes(manifest, labels, class_names, indices, ints)
+
+    base = manifest.parent
+    rows: list[Row] = [
+        {name: base / record[name].strip() if record[name].strip() else None for name in modalities}
+        for record in records
+    ]
+    for line, row in zip(lines, rows, strict=True):  # fail before training, not in the middle
+        for path in row.values():
+            if path is not None and not path.is_file():
+                raise DataError(f"{manifest}: line {line}: file not found: {path}")
+    found = {name: check_shapes(manifest, lines, rows, name) for name in modalities}
+    shapes = {name: found[name].shape for name in modalities}
+    if nonfinite == "missing":
+        drop_nonfinite(manifest, lines, rows, {name: found[name].floating for name in modalities})
+    incomplete = any(path is None for row in rows for path in row.values())
 
     def subset(idx: list[int]) -> ManifestDataset:
-        return ManifestDataset([rows[i] for i in idx], [labels[i] for i in idx], shapes)
+        return ManifestDataset(
+            manifest,
+            [lines[i] for i in idx],
+            [rows[i] for i in idx],
+            [labels[i] for i in idx],
+            shapes,
+            incomplete,
+        )
 
     return DataBundle(
         train=subset(indices["train"]),
@@ -148,5 +350,10 @@ def build_manifest(cfg: DataConfig) -> DataBundle:
     if cfg.manifest is None:
         raise DataError("data.name=manifest needs data.manifest=<path to the CSV>")
     return load_manifest(
-        cfg.manifest, cfg.modalities, cfg.label_column, cfg.split_column, cfg.split_seed
+        cfg.manifest,
+        cfg.modalities,
+        cfg.label_column,
+        cfg.split_column,
+        cfg.split_seed,
+        cfg.nonfinite,
     )

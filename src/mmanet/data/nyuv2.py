@@ -70,6 +70,7 @@ def load_nyuv2(
     depth_mean: float = NYUV2_DEPTH_MEAN,
     depth_std: float = NYUV2_DEPTH_STD,
     val_split: str = "test",
+    missing_files: str = "error",
     class_names: Sequence[str] = NYUV2_CLASS_NAMES,
 ) -> DataBundle:
     """NYUv2, 40 classes, from ESANet's prepared layout in ``root`` (see the module
@@ -98,6 +99,7 @@ def load_nyuv2(
                 for sample, origin in read_ids(root / f"{split}.txt")
             ],
             f"NYUv2 {split} split",
+            missing_files,
         )
 
     on_disk = {split: records(split) for split in {"train", "test", val_split}}

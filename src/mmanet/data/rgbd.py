@@ -11,9 +11,12 @@ as ``IGNORE_INDEX`` = 255, which the loss and the metrics ignore.
 Transforms (albumentations; one draw per sample for rgb, depth and label, seeded from torch's
 generator as in :mod:`mmanet.data.transforms`). Depth and label are albumentations "mask"
 targets, so they are resized with nearest-neighbour interpolation and never colour-jittered;
-rgb is resized bilinearly. Training (``augment=True``): resize to ``size`` -> random scale by a
-factor in [1, ``max_scale``] -> random crop of ``size`` -> horizontal flip (p = 0.5) -> colour
-jitter on rgb only; this is ESANet's recipe (rescale 1.0-1.4, crop, flip, HSV jitter).
+rgb is resized bilinearly. Training (``augment=True``): the image as read is scaled by a
+random factor in [``min_scale``, ``max_scale``] -> random crop of ``size`` (or, where the
+scaled image is not larger than ``size`` in both sides, a resize to ``size``) -> horizontal
+flip (p = 0.5) -> colour jitter on rgb only; this is ESANet's recipe (``preprocessing.py``:
+RandomRescale, RandomCrop, flip, HSV jitter; rescale 1.0-1.4 by default, 0.5-2.0 for
+Cityscapes, whose images are 1024 x 2048).
 Evaluation: resize to ``size``. :class:`RGBDReader` applies the evaluation transform to one
 file, so a prediction's input is exactly what the test split gives for that file.
 
@@ -28,7 +31,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +40,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mmanet.config import DataConfig
-from mmanet.data.base import DataBundle, DataError, InputReader
+from mmanet.data.base import AVAILABLE_KEY, DataBundle, DataError, InputReader
 from mmanet.data.transforms import _albumentations
 
 IGNORE_INDEX = 255
@@ -50,10 +53,11 @@ SegSample = tuple[dict[str, torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class RGBDRecord:
-    """One sample on disk: its rgb, depth and label files, and where it was listed."""
+    """One sample on disk: its rgb, depth and label files, and where it was listed; None
+    for a modality the sample lacks (``data.missing_files=missing``)."""
 
-    rgb: Path
-    depth: Path
+    rgb: Path | None
+    depth: Path | None
     label: Path
     origin: str  # e.g. "<root>/train.txt, line 3"
 
@@ -130,19 +134,35 @@ class SegmentationTransform:
         )
 
 
+def _resize_if_small(
+    array: np.ndarray, height: int, width: int, interpolation: int, **_: Any
+) -> np.ndarray:
+    """``array`` resized to (height, width) when it is not larger in both sides (ESANet's
+    RandomCrop on a small image), else unchanged."""
+    import cv2
+
+    if array.shape[0] <= height or array.shape[1] <= width:
+        return cv2.resize(array, (width, height), interpolation=interpolation)
+    return array
+
+
 def segmentation_transforms(
     size: tuple[int, int],
     depth_mean: float,
     depth_std: float,
     augment: bool = True,
-    max_scale: float = 1.4,
+    max_scale: float | tuple[float, float] = 1.4,
     color_jitter: float = 0.2,
 ) -> tuple[SegmentationTransform, SegmentationTransform]:
     """The (training, evaluation) transforms; training is the evaluation one without
-    ``augment``."""
+    ``augment``. ``max_scale``: the random scale's range, (min_scale, max_scale), or its
+    upper end with 1 as the lower (the loaders pass :func:`segmentation_options`' pair)."""
     height, width = size
-    if height < 1 or width < 1 or max_scale < 1:
-        raise DataError(f"need size >= 1 and max_scale >= 1, got size={size}, {max_scale=}")
+    low, high = max_scale if isinstance(max_scale, tuple) else (1.0, max_scale)
+    if height < 1 or width < 1 or not 0 < low <= high:
+        raise DataError(
+            f"need size >= 1 and 0 < min_scale <= max_scale, got size={size}, scale=[{low}, {high}]"
+        )
     albumentations = _albumentations()
     import cv2
 
@@ -153,14 +173,18 @@ def segmentation_transforms(
     if not augment:
         return evaluation, evaluation
     jitter = (1 - color_jitter, 1 + color_jitter)
+    fit = albumentations.Lambda(
+        image=partial(_resize_if_small, height=height, width=width, interpolation=cv2.INTER_LINEAR),
+        mask=partial(_resize_if_small, height=height, width=width, interpolation=cv2.INTER_NEAREST),
+    )
     steps = [
-        resize,
         albumentations.RandomScale(
-            scale_limit=(0.0, max_scale - 1.0),
+            scale_limit=(low - 1.0, high - 1.0),
             interpolation=cv2.INTER_LINEAR,
             mask_interpolation=cv2.INTER_NEAREST,
             p=1.0,
         ),
+        fit,
         albumentations.RandomCrop(height, width),
         albumentations.HorizontalFlip(p=0.5),
         albumentations.ColorJitter(
@@ -184,24 +208,42 @@ class RGBDSegmentationDataset(Dataset):
         self.records, self.transform = records, transform
         self.read_depth, self.read_label = read_depth, read_label
         self.modalities = list(modalities)
+        has = [(r.rgb is not None, r.depth is not None) for r in records]
+        table = torch.tensor(has, dtype=torch.bool).reshape(len(records), 2)
+        columns = [RGBD_MODALITIES.index(name) for name in self.modalities]
+        # (n, m) in the modality order; None when every sample has every modality
+        self.availability = None if bool(table[:, columns].all()) else table[:, columns]
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, index: int) -> SegSample:
         record = self.records[index]
-        rgb = read_png(record.rgb, np.uint8, 3)
-        depth = self.read_depth(record.depth)
         label = self.read_label(record.label)
-        for path, shape in ((record.depth, depth.shape), (record.label, label.shape)):
-            if shape != rgb.shape[:2]:
+        rgb = None if record.rgb is None else read_png(record.rgb, np.uint8, 3)
+        depth = None if record.depth is None else self.read_depth(record.depth)
+        # sizes are checked against the rgb image, or the label map of a sample without one
+        reference, size = (record.rgb, rgb.shape[:2]) if rgb is not None else (None, label.shape)
+        what = "the rgb image" if rgb is not None else "the label map"
+        for path, array in ((record.depth, depth), (record.label, label)):
+            if array is not None and array.shape[:2] != size:
+                shape = array.shape
                 raise DataError(
-                    f"{path}: size {shape[1]}x{shape[0]} differs from the rgb image "
-                    f"{record.rgb} ({rgb.shape[1]}x{rgb.shape[0]})"
+                    f"{path}: size {shape[1]}x{shape[0]} differs from {what} "
+                    f"{reference or record.label} ({size[1]}x{size[0]})"
                 )
+        rgb = np.zeros((*size, 3), np.uint8) if rgb is None else rgb
+        depth = np.zeros(size, np.float32) if depth is None else depth
         rgb_t, depth_t, label_t = self.transform(rgb, depth, label)
         views = {"rgb": rgb_t, "depth": depth_t}
-        return {name: views[name] for name in self.modalities}, label_t
+        inputs = {name: views[name] for name in self.modalities}
+        if self.availability is not None:  # a sample lacking a modality: zeros, and which
+            has = self.availability[index]
+            for name, present in zip(self.modalities, has.tolist(), strict=True):
+                if not present:
+                    inputs[name] = torch.zeros_like(inputs[name])
+            inputs[AVAILABLE_KEY] = has.float()
+        return inputs, label_t
 
 
 def select_rgbd(modalities: Sequence[str] | None, dataset: str) -> list[str]:
@@ -225,15 +267,30 @@ def read_ids(list_path: Path) -> list[tuple[str, str]]:
     ]
 
 
-def check_records(records: list[RGBDRecord], dataset: str) -> list[RGBDRecord]:
-    """The records, after checking each listed sample has its files."""
+def check_records(
+    records: list[RGBDRecord], dataset: str, missing_files: str = "error"
+) -> list[RGBDRecord]:
+    """The records, after checking each listed sample has its files. With
+    ``missing_files="missing"`` an rgb or depth file that is not there makes that modality
+    missing for the sample (a sample needs its label map and at least one of them)."""
     if not records:
         raise DataError(f"{dataset} is empty")
+    checked = []
     for record in records:
-        for path in (record.rgb, record.depth, record.label):
-            if not path.is_file():
+        if not record.label.is_file():
+            raise DataError(f"{record.origin}: file not found: {record.label}")
+        found = {}
+        for name in RGBD_MODALITIES:
+            path = getattr(record, name)
+            if not path.is_file() and missing_files != "missing":
                 raise DataError(f"{record.origin}: file not found: {path}")
-    return records
+            found[name] = path if path.is_file() else None
+        if not any(found.values()):
+            raise DataError(
+                f"{record.origin}: no modality: neither {record.rgb} nor {record.depth} exists"
+            )
+        checked.append(RGBDRecord(found["rgb"], found["depth"], record.label, record.origin))
+    return checked
 
 
 def segmentation_bundle(
@@ -304,9 +361,11 @@ def segmentation_options(cfg: DataConfig, depth_mean: float, depth_std: float) -
     return {
         "size": (cfg.size[0], cfg.size[1]),
         "augment": cfg.augment,
-        "max_scale": cfg.max_scale,
+        # the random scale's range; under the loaders' max_scale argument, which passes it on
+        "max_scale": (cfg.min_scale, cfg.max_scale),
         "depth_mean": depth_mean if cfg.depth_mean is None else cfg.depth_mean,
         "depth_std": depth_std if cfg.depth_std is None else cfg.depth_std,
+        "missing_files": cfg.missing_files,
     }
 
 

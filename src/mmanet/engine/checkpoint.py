@@ -20,7 +20,8 @@ import pickle
 import re
 import shutil
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,25 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
+@contextmanager
+def _staged(final: Path) -> Iterator[Path]:
+    """A temporary path beside ``final`` for the block to write a folder at; when the
+    block completes, the folder (fsynced) replaces ``final`` by a rename, and when it
+    fails, it is removed."""
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        yield tmp
+        fsync_dir(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        fsync_dir(final.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def save_checkpoint(
     run_dir: str | Path,
     epoch: int,
@@ -52,11 +72,10 @@ def save_checkpoint(
     root = checkpoint_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / (f"epoch-{epoch:04d}" + (f"-step-{step:06d}" if step else ""))
-    for stale in root.glob(".epoch-*.tmp-*"):  # left by a writer that was killed
+    for stale in root.glob(".*.tmp-*"):  # left by a writer that was killed
         shutil.rmtree(stale, ignore_errors=True)
-    tmp = root / f".{final.name}.tmp-{os.getpid()}"
-    tmp.mkdir()
-    try:
+    with _staged(final) as tmp:
+        tmp.mkdir()
         tensors = {k: v.detach().contiguous().cpu() for k, v in model_state.items()}
         save_file(tensors, tmp / "model.safetensors")
         torch.save(state, tmp / "state.pt")
@@ -64,14 +83,6 @@ def save_checkpoint(
         for name in ("model.safetensors", "state.pt", "meta.json"):
             with open(tmp / name, "rb") as handle:
                 os.fsync(handle.fileno())
-        fsync_dir(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-        fsync_dir(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -97,15 +108,71 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint folder, or the latest checkpoint of a run folder."""
+RUN_RECORD = "run.json"  # which checkpoint of a run is its last and which its best
+
+
+def write_run_record(run_dir: str | Path, record: dict[str, Any]) -> None:
+    """The run's record (atomically): ``last`` and ``best`` checkpoint folders (relative to
+    the run folder), the epochs, the validation, and which one ``default`` names."""
+    from mmanet.io import atomic_write_json
+
+    atomic_write_json(Path(run_dir) / RUN_RECORD, record)
+
+
+def read_run_record(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's record, or None for a run folder without one (an older run)."""
+    file = Path(run_dir) / RUN_RECORD
+    if not file.is_file():
+        return None
+    try:
+        record = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"cannot read {file}: {err}") from None
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{file}: expected a JSON object, got {type(record).__name__}")
+    return record
+
+
+def resolve_checkpoint(path: str | Path, select: str | None = None) -> Path:
+    """A checkpoint folder as it is, or the checkpoint a run folder's record names:
+    ``select`` ``"best"`` (the best validation), ``"last"``, or None (the run's default:
+    best when it validated, else last). A run without a record: its latest checkpoint."""
     path = Path(path)
     if (path / "model.safetensors").is_file():
         return path
-    latest = latest_checkpoint(path)
-    if latest is None:
-        raise CheckpointError(f"no checkpoint in {path}")
-    return latest
+    record = read_run_record(path)
+    if record is None:
+        latest = latest_checkpoint(path)
+        if latest is None:
+            raise CheckpointError(f"no checkpoint in {path}")
+        if select == "best":
+            raise CheckpointError(f"{path}: no best checkpoint (the run has no record)")
+        return latest
+    choice = select or record.get("default", "last")
+    if choice not in ("best", "last"):
+        raise CheckpointError(f"unknown checkpoint selection {choice!r}; use best or last")
+    chosen = record.get(choice)
+    if chosen is None:
+        raise CheckpointError(
+            f"{path}: no {choice} checkpoint (the run did not validate: validation.every=0)"
+        )
+    folder = path / chosen
+    if not (folder / "model.safetensors").is_file():
+        raise CheckpointError(f"{path / RUN_RECORD} names {chosen}, which is not there")
+    return folder
+
+
+def keep_best(run_dir: str | Path, source: Path) -> Path:
+    """Copy checkpoint ``source`` to ``checkpoints/best-<its name>`` (atomically) and remove
+    the older best; returns the new folder."""
+    root = checkpoint_dir(run_dir)
+    final = root / f"best-{source.name}"
+    with _staged(final) as tmp:
+        shutil.copytree(source, tmp)
+    for old in root.glob("best-*"):
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
 
 
 def load_meta(path: Path) -> dict[str, Any]:

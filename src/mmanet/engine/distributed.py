@@ -15,11 +15,24 @@ What runs where:
   summed across processes, so metrics and Ω equal the single-process ones;
 - files (config, logs, checkpoints, results) are written by rank 0 only; the checkpoint
   holds every rank's random-number state so that a resumed run continues exactly.
+
+Process exit (gloo): a collective runs on one of gloo's worker threads, and that thread
+drops its references to the collective's tensors only after the caller has been woken.
+A tensor made in Python whose last Python reference goes first becomes owned by the C++
+side, and releasing it then takes the GIL. When the worker thread gets there after the
+interpreter has begun to shut down, it is made to exit inside a destructor, which aborts
+the process ("terminate called without an active exception", SIGABRT; the process group
+cannot be destroyed first: DistributedDataParallel keeps it, and its threads, alive).
+So every tensor handed to a collective here stays referenced from Python until gloo has
+let go of it, and :func:`shutdown` waits for that before the interpreter exits.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import time
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -71,10 +84,38 @@ def _local_device(device: torch.device) -> torch.device:
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def shutdown() -> None:
+def shutdown(timeout: float = 30.0) -> None:
+    """Leave the process group together, then wait (at most ``timeout`` seconds) until
+    gloo's threads hold none of the tensors of this process's collectives."""
     if active():
         dist.barrier()
         dist.destroy_process_group()
+    settle(timeout)
+
+
+# Tensors handed to a collective, each with its use count (C++ references) beforehand.
+_handed_over: list[tuple[torch.Tensor, int]] = []
+
+
+def _hand_over(tensors: Iterable[torch.Tensor]) -> None:
+    """Keep ``tensors`` referenced until the collective they go to has released them."""
+    settle()
+    _handed_over.extend((tensor, _use_count(tensor)) for tensor in tensors)
+
+
+def _use_count(tensor: torch.Tensor) -> int:
+    return tensor._use_count() if hasattr(tensor, "_use_count") else 0
+
+
+def settle(timeout: float = 0.0) -> bool:
+    """Forget the tensors that no collective holds any more, waiting up to ``timeout``
+    seconds for the rest (the GIL is free meanwhile); whether none is left."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _handed_over[:] = [(t, n) for t, n in _handed_over if _use_count(t) > n]
+        if not _handed_over or time.monotonic() >= deadline:
+            return not _handed_over
+        time.sleep(0.002)
 
 
 def shard(dataset: Dataset) -> Dataset:
@@ -87,6 +128,7 @@ def shard(dataset: Dataset) -> Dataset:
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """The element-wise sum over processes (in place); the tensor itself when alone."""
     if active():
+        _hand_over([tensor])
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
@@ -95,17 +137,39 @@ def all_gather_cat(tensor: torch.Tensor, dim: int = 0) -> torch.Tensor:
     """Concatenate every process's tensor along ``dim`` (shapes may differ along it)."""
     if not active():
         return tensor
-    parts: list[Any] = [None] * world_size()
-    dist.all_gather_object(parts, tensor.cpu())
-    return torch.cat(parts, dim=dim)
+    return torch.cat(all_gather_object(tensor.cpu()), dim=dim)
 
 
 def all_gather_object(value: Any) -> list[Any]:
+    """Every process's ``value`` (picklable), in rank order. Like
+    ``torch.distributed.all_gather_object``, with the byte tensors kept here (see above)."""
     if not active():
         return [value]
-    parts: list[Any] = [None] * world_size()
-    dist.all_gather_object(parts, value)
-    return parts
+    world, device = world_size(), _collective_device()
+    payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    sizes = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(world)]
+    _all_gather(sizes, torch.tensor([len(payload)], dtype=torch.int64, device=device))
+    longest = max(int(size) for size in sizes)
+    mine = torch.zeros(longest, dtype=torch.uint8, device=device)
+    mine[: len(payload)] = torch.frombuffer(bytearray(payload), dtype=torch.uint8)
+    parts = [torch.empty(longest, dtype=torch.uint8, device=device) for _ in range(world)]
+    _all_gather(parts, mine)
+    return [
+        pickle.loads(part[: int(size)].cpu().numpy().tobytes())
+        for part, size in zip(parts, sizes, strict=True)
+    ]
+
+
+def _collective_device() -> torch.device:
+    """Where the tensors of a collective live: NCCL takes the process's GPU, gloo the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _all_gather(outputs: list[torch.Tensor], tensor: torch.Tensor) -> None:
+    _hand_over([*outputs, tensor])
+    dist.all_gather(outputs, tensor)
 
 
 def broadcast_buffers(module: torch.nn.Module) -> None:
@@ -113,6 +177,7 @@ def broadcast_buffers(module: torch.nn.Module) -> None:
     before each forward, so after the last step of an epoch they differ by process."""
     if active():
         for buffer in module.buffers():
+            _hand_over([buffer])
             dist.broadcast(buffer, src=0)
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from mmanet.data.base import AVAILABLE_KEY
 from mmanet.engine import distributed
 from mmanet.engine.loader import make_loader
 from mmanet.metrics import summarize
@@ -23,7 +24,62 @@ if TYPE_CHECKING:
     from mmanet.tasks import Task
 
 
+AS_AVAILABLE = "as available"  # the report row in which each sample uses all it has
+
+
+def _eligible(masks: torch.Tensor, available: torch.Tensor | None) -> torch.Tensor | None:
+    """(c, b) bool: which samples have every modality of each mask (None: all of them)."""
+    if available is None:
+        return None
+    return (masks[:, None, :] <= available[None, :, :]).all(dim=2)
+
+
 @torch.no_grad()
+def combination_counts(
+    model: UnifiedNetwork,
+    loader: DataLoader,
+    masks: Sequence[Mask | None],
+    task: Task,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(c, k, k) confusion matrices, one per mask, of what the task counts (samples, or
+    labelled pixels), and (c,) how many samples each was counted over; each encoder runs
+    once per batch. A mask counts only the samples that have all its modalities; ``None``
+    stands for each sample's own modalities ("as available"). Under data parallelism every
+    process passes the loader of its own shard and gets the sums over all processes."""
+    was_training = model.training
+    model.eval()
+    concrete = [mask for mask in masks if mask is not None]
+    mask_tensor = torch.tensor(concrete, dtype=torch.float32, device=device)
+    k = task.num_classes
+    total = torch.zeros(len(masks), k, k, dtype=torch.long, device=device)
+    samples = torch.zeros(len(masks), dtype=torch.long, device=device)
+    for inputs, labels in loader:
+        inputs = {name: v.to(device, non_blocking=True) for name, v in inputs.items()}
+        available = inputs.pop(AVAILABLE_KEY, None)
+        labels = labels.to(device, non_blocking=True)
+        encoded = model.encode(inputs)
+        predictions = model.predict_masks(encoded, mask_tensor).argmax(dim=2)  # (c, b, ...)
+        eligible = _eligible(mask_tensor, available)
+        column = 0
+        for i, mask in enumerate(masks):
+            if mask is None:
+                own = model.fuse(encoded, available).logits.argmax(dim=1)
+                total[i] += task.confusion(own, labels)
+                samples[i] += len(labels)
+                continue
+            chosen, column = predictions[column], column + 1
+            if eligible is not None:
+                keep = eligible[column - 1]
+                chosen, kept_labels = chosen[keep], labels[keep]
+            else:
+                kept_labels = labels
+            total[i] += task.confusion(chosen, kept_labels)
+            samples[i] += len(kept_labels)
+    model.train(was_training)
+    return distributed.all_reduce_sum(total).cpu(), distributed.all_reduce_sum(samples).cpu()
+
+
 def combination_confusions(
     model: UnifiedNetwork,
     loader: DataLoader,
@@ -31,46 +87,49 @@ def combination_confusions(
     task: Task,
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
-    """(c, k, k) confusion matrices, one per mask, of what the task counts (samples, or
-    labelled pixels); each encoder runs once per batch. Under data parallelism every
-    process passes the loader of its own shard and gets the sum over all processes."""
-    was_training = model.training
-    model.eval()
-    mask_tensor = torch.tensor(masks, dtype=torch.float32, device=device)
-    k = task.num_classes
-    total = torch.zeros(len(masks), k, k, dtype=torch.long, device=device)
-    for inputs, labels in loader:
-        inputs = {name: v.to(device, non_blocking=True) for name, v in inputs.items()}
-        labels = labels.to(device, non_blocking=True)
-        logits = model.predict_masks(model.encode(inputs), mask_tensor)  # (c, b, k, ...)
-        predictions = logits.argmax(dim=2)  # (c, b, ...)
-        for i in range(len(masks)):
-            total[i] += task.confusion(predictions[i], labels)
-    model.train(was_training)
-    return distributed.all_reduce_sum(total).cpu()
+    """The (c, k, k) confusion matrices of :func:`combination_counts`."""
+    return combination_counts(model, loader, masks, task, device)[0]
 
 
 @torch.no_grad()
 def combination_scores(
     model: UnifiedNetwork,
     loader: DataLoader,
-    masks: Sequence[Mask],
+    masks: Sequence[Mask | None],
     device: torch.device | str = "cpu",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class probabilities (c, n, k) for every mask and the labels (n,), one encoder pass
-    (under data parallelism: of every process's shard, concatenated)."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Class probabilities (c, n, k) for every mask (``None``: each sample's own
+    modalities), the labels (n,) and which samples have every modality of each mask
+    (c, n); one encoder pass (under data parallelism: every process's shard,
+    concatenated)."""
     was_training = model.training
     model.eval()
-    mask_tensor = torch.tensor(masks, dtype=torch.float32, device=device)
-    scores, labels = [], []
+    concrete = [mask for mask in masks if mask is not None]
+    mask_tensor = torch.tensor(concrete, dtype=torch.float32, device=device)
+    scores, labels, eligible = [], [], []
     for inputs, batch_labels in loader:
         inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
-        logits = model.predict_masks(model.encode(inputs), mask_tensor)  # (c, b, k)
-        scores.append(logits.float().softmax(dim=2).cpu())
+        available = inputs.pop(AVAILABLE_KEY, None)
+        encoded = model.encode(inputs)
+        per_mask = iter(model.predict_masks(encoded, mask_tensor))  # (c, b, k)
+        has = _eligible(mask_tensor, available)
+        rows = iter(has) if has is not None else None
+        batch_scores, batch_eligible = [], []
+        for mask in masks:
+            every = torch.ones(len(batch_labels), dtype=torch.bool, device=encoded.present.device)
+            if mask is None:
+                batch_scores.append(model.fuse(encoded, available).logits)
+                batch_eligible.append(every)
+            else:
+                batch_scores.append(next(per_mask))
+                batch_eligible.append(next(rows) if rows is not None else every)
+        scores.append(torch.stack(batch_scores).float().softmax(dim=2).cpu())
         labels.append(batch_labels)
+        eligible.append(torch.stack(batch_eligible).cpu())
     model.train(was_training)
     scores_all = distributed.all_gather_cat(torch.cat(scores, dim=1), dim=1)
-    return scores_all, distributed.all_gather_cat(torch.cat(labels))
+    eligible_all = distributed.all_gather_cat(torch.cat(eligible, dim=1), dim=1)
+    return scores_all, distributed.all_gather_cat(torch.cat(labels)), eligible_all
 
 
 def evaluate_split(
@@ -83,21 +142,40 @@ def evaluate_split(
     num_workers: int = 0,
 ) -> dict[str, Any]:
     """Every combination on ``split`` of ``data``: ``{"combinations": {name: metrics},
-    "average": ..., "single_average": ..., "metrics": the task's table columns}``."""
+    "average": ..., "single_average": ..., "metrics": the task's table columns}``.
+
+    Each combination is evaluated on the samples that have all its modalities (its
+    metrics' ``n``); on a split with incomplete samples the report also has
+    ``"as available"``: each sample with every modality it has."""
 
     def loader(dataset: Dataset) -> DataLoader:
         shard = distributed.shard(dataset)  # every process its part; the counts are summed
         return make_loader(shard, batch_size, num_workers)
 
-    masks = model.modalities.combinations
+    masks: list[Mask | None] = list(model.modalities.combinations)
     names = [model.modalities.mask_name(mask) for mask in masks]
-    results = task.evaluate(model, loader(data.split(split)), masks, device, loader(data.val))
+    dataset = data.split(split)
+    incomplete = not bool(data.availability(dataset).all())
+    if incomplete:  # a row in which each sample uses every modality it has
+        masks.append(None)
+        names.append(AS_AVAILABLE)
+    results = task.evaluate(model, loader(dataset), masks, device, loader(data.val))
     per_combination = dict(zip(names, results, strict=True))
-    return {
+    as_available = per_combination.pop(AS_AVAILABLE, None)
+    report = {
         "combinations": per_combination,
         **summarize(per_combination),
         "metrics": list(task.metrics),
     }
+    if as_available is not None:
+        report[AS_AVAILABLE] = as_available
+    return report
 
 
-__all__ = ["combination_confusions", "combination_scores", "evaluate_split"]
+__all__ = [
+    "AS_AVAILABLE",
+    "combination_confusions",
+    "combination_counts",
+    "combination_scores",
+    "evaluate_split",
+]

@@ -2,7 +2,8 @@
 
 After each warm-up epoch the deployment network (eval mode) predicts the mining split —
 the training split without augmentation by default, ``method.mar.mining_split=val``
-for the authors' choice — with the full mask and each drop-one mask from one encoder
+for the authors' choice; its complete samples only — with the full mask and each drop-one
+mask from one encoder
 pass per batch; the regularizer turns the predicted-label counts (what the task counts:
 samples, or labelled pixels) into a row of its memory bank and fixes Ω after the last
 warm-up epoch. Under data parallelism every process mines its shard and the counts are
@@ -15,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import Subset
 
-from mmanet.config import MethodConfig
+from mmanet.config import DataConfig, MethodConfig
 from mmanet.data import DataBundle
 from mmanet.engine import distributed
 from mmanet.engine.evaluate import combination_confusions
@@ -55,15 +57,19 @@ class Mining:
         data: DataBundle,
         task: Task,
         device: torch.device,
-        eval_batch_size: int,
-        num_workers: int,
+        loading: DataConfig,
     ) -> dict[str, Any]:
         """Mine after (1-based) ``epoch`` when the regularizer needs it; the log row."""
         if not self.regularizer.needs_mining(epoch):
             return {}
         split = self.method.mar.mining_split
         dataset = (data.train_eval or data.train) if split == "train" else data.val
-        loader = make_loader(distributed.shard(dataset), eval_batch_size, num_workers)
+        complete = data.availability(dataset).all(dim=1)  # the drop-one masks need them all
+        if not bool(complete.all()):
+            dataset = Subset(dataset, complete.nonzero().flatten().tolist())
+        loader = make_loader(
+            distributed.shard(dataset), loading.eval_batch_size, loading.num_workers
+        )
         m = len(self.names)
         masks = [full_mask(m), *drop_one_masks(m)]
         confusions = combination_confusions(model, loader, masks, task, device)

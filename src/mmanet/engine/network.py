@@ -29,19 +29,21 @@ def load_network(
     builder: Builder | None = None,
     modalities: Sequence[str] | None = None,
     model: ModelConfig | None = None,
+    select: str | None = None,
 ) -> tuple[UnifiedNetwork, dict[str, Any]]:
     """The deployment network of a run or checkpoint folder (no regularization head) with
     the checkpoint's weights, and its metadata (``meta["checkpoint"]`` = the folder).
 
     Args:
-        checkpoint: a checkpoint folder, or a run folder (its selected checkpoint).
+        checkpoint: a checkpoint folder, or a run folder: the checkpoint its record
+            names, ``select`` (``best`` or ``last``; default: the run's result).
         builder: the builder the network was trained with, when it is not a registered
             one (a network from :func:`mmanet.models.from_encoders`).
         modalities: the modalities the caller's data has; a different list is an error.
         model: the model config the caller expects; one that differs from the
             checkpoint's is an error naming the first differing key.
     """
-    path = resolve_checkpoint(checkpoint)
+    path = resolve_checkpoint(checkpoint, select)
     meta = load_meta(path)
     try:
         trained, shapes, classes = meta["modalities"], meta["input_shapes"], meta["class_names"]

@@ -53,13 +53,26 @@ class Step:
     index: torch.Tensor | None = None  # the samples' positions in the split (teacher cache)
     teacher_network: FrozenTeacher | None = field(default=None, repr=False)
     representation: str = "head"  # what distillation compares: "head" or "fused"
+    complete: torch.Tensor | None = None  # (b,) bool: the sample has every modality; None: all
+
+    @cached_property
+    def complete_rows(self) -> torch.Tensor | None:
+        """Indices of the samples with every modality (None: every sample of the batch)."""
+        if self.complete is None:
+            return None
+        return self.complete.nonzero().flatten()
 
     @cached_property
     def teacher(self) -> NetworkOutput:
-        """The frozen teacher on the complete inputs (computed when a term first asks)."""
+        """The frozen teacher on the complete inputs of the complete samples (computed when
+        a term first asks)."""
         if self.teacher_network is None:
             raise RuntimeError("this method has no teacher")
-        return self.teacher_network(self.inputs, self.index)
+        rows, inputs, index = self.complete_rows, self.inputs, self.index
+        if rows is not None:
+            inputs = {name: value[rows] for name, value in inputs.items()}
+            index = None if index is None else index[rows.to(index.device)]
+        return self.teacher_network(inputs, index)
 
     def features(self, out: NetworkOutput) -> torch.Tensor:
         """The representation distillation compares (``method.mad.features``)."""
@@ -85,11 +98,17 @@ def auxiliary_term(step: Step) -> torch.Tensor | None:
 
 
 @register_loss_term("distill")
-def distillation_term(step: Step) -> torch.Tensor:
-    """L_MAD (Eqs. 2-8) or another registered distillation loss, student vs teacher."""
+def distillation_term(step: Step) -> torch.Tensor | None:
+    """L_MAD (Eqs. 2-8) or another registered distillation loss, student vs teacher, over
+    the samples whose teacher input is complete (None when fewer than two are)."""
     loss = DISTILLATIONS.get(step.method.distill)
+    student, rows = step.features(step.out), step.complete_rows
+    if rows is not None:
+        if len(rows) < 2:
+            return None
+        student = student[rows]
     teacher = step.teacher
-    return loss(step.features(step.out), step.features(teacher), teacher.logits, step.method)
+    return loss(student, step.features(teacher), teacher.logits, step.method)
 
 
 @register_loss_term("reg")
@@ -97,7 +116,8 @@ def regularization_term(step: Step) -> torch.Tensor | None:
     """L_MAR (Eqs. 14-16): the task loss of the regularization head over the samples whose
     mask is in Ω — the mean over them, 0 when there are none — or None before Ω exists.
 
-    A single vector sample is skipped: batch normalisation of (1, c) features is undefined.
+    A single sample is skipped where batch normalisation cannot take it: (1, c) vectors,
+    or a map the head reduces to 1 x 1 (small images through the SF network's layer 4).
     """
     rows = step.reg_rows
     if rows is None:
@@ -106,9 +126,23 @@ def regularization_term(step: Step) -> torch.Tensor | None:
     vectors = isinstance(step.out.fused, torch.Tensor) and step.out.fused.ndim == 2
     if count == 0 or (count == 1 and vectors):
         return None
-    reg = step.model.apply_head(select_samples(step.out.fused, rows), "reg_head", extras=True)
+    try:
+        reg = step.model.apply_head(select_samples(step.out.fused, rows), "reg_head", extras=True)
+    except ValueError as err:  # torch's batch norm on one value per channel
+        if count == 1 and "more than 1 value per channel" in str(err):
+            return None
+        raise
     labels = step.labels[rows]
     return step.task.loss(reg.logits, labels) + step.task.side_loss(reg.side_logits, labels)
+
+
+DELAYED = ("distill", "reg")  # the α and β terms, which method.begin may delay
+
+
+def begun(method: MethodConfig, epoch: int) -> bool:
+    """Whether the α and β terms are on at (1-based) ``epoch``: from the start, or with
+    ``method.begin=after_warmup`` only after MAR's warm-up epochs (the authors' code)."""
+    return method.begin == "start" or epoch > method.mar.warmup_epochs
 
 
 def term_weights(method: MethodConfig) -> dict[str, float]:
@@ -128,9 +162,11 @@ class Objective(nn.Module):
     """The method's loss of a batch, as a module: DistributedDataParallel wraps it, so the
     student's parameters are synchronised while the teacher (not a submodule) stays out.
 
-    ``forward(inputs, labels, mask, reg_rows, index) -> (loss, terms, logits)``: the loss
-    to back-propagate, its detached terms (``loss``, ``loss_<term>``, ``mar_fraction``)
-    and the detached deployment logits.
+    ``forward(inputs, labels, mask, reg_rows, index, complete, epoch) -> (loss, terms,
+    logits)``: the loss to back-propagate, its detached terms (``loss``, ``loss_<term>``,
+    ``mar_fraction``) and the detached deployment logits. ``complete`` ((b,) bool, None:
+    all) marks the samples that have every modality: the teacher reads only those;
+    ``epoch`` (1-based) decides whether the delayed terms have begun (``method.begin``).
     """
 
     def __init__(
@@ -157,6 +193,8 @@ class Objective(nn.Module):
         mask: torch.Tensor,
         reg_rows: torch.Tensor | None = None,
         index: torch.Tensor | None = None,
+        complete: torch.Tensor | None = None,
+        epoch: int = 0,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         out = self.model.fuse(self.model.encode(inputs), mask, extras=True)
         step = Step(
@@ -171,10 +209,14 @@ class Objective(nn.Module):
             index,
             self.teacher,
             self.representation,
+            complete,
         )
         loss: torch.Tensor | None = None
         terms: dict[str, torch.Tensor] = {}
+        started = begun(self.method, epoch)
         for name, term in self.terms.items():
+            if name in DELAYED and not started:
+                continue
             value = term(step)
             if value is None:
                 continue

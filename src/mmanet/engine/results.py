@@ -9,8 +9,10 @@ from typing import Any
 
 import torch
 
+from mmanet.config import Config
 from mmanet.engine import distributed
 from mmanet.io import atomic_write_json
+from mmanet.provenance import code_version
 
 
 def check_ranks_agree(model: torch.nn.Module, omega: list[str] | None) -> dict[str, Any]:
@@ -22,6 +24,28 @@ def check_ranks_agree(model: torch.nn.Module, omega: list[str] | None) -> dict[s
     if any(r != ranks[0] for r in ranks):
         raise RuntimeError(f"data-parallel processes diverged: {ranks}")
     return {"world_size": distributed.world_size(), "ranks": ranks}
+
+
+def run_report(
+    config: Config,
+    split: str,
+    epoch: int,
+    results: dict[str, Any],
+    omega: list[str] | None,
+) -> dict[str, Any]:
+    """A run's evaluation report: its metrics and where they came from."""
+    report = {
+        "method": config.method.name,
+        "split": split,
+        "epoch": epoch,
+        "code_version": code_version(),
+        **results,
+    }
+    if config.method.combination:
+        report["trained_on"] = config.method.combination
+    if omega is not None:
+        report["omega"] = omega
+    return report
 
 
 def write_results(
@@ -38,4 +62,4 @@ def write_results(
     return report
 
 
-__all__ = ["check_ranks_agree", "write_results"]
+__all__ = ["check_ranks_agree", "run_report", "write_results"]

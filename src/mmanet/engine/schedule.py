@@ -1,4 +1,5 @@
-"""Learning-rate schedules, stepped once per iteration (docs/method.md#schedules)."""
+"""Learning-rate schedules, stepped once per iteration or, with ``optim.step_every=epoch``,
+once per epoch (docs/method.md#schedules)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ import math
 import torch
 
 from mmanet.config import OptimConfig
+from mmanet.errors import ConfigError
+
+# OneCycle starts at optim.lr / 25 and ends at that / 1e4 (torch's defaults, and ESANet's)
+ONECYCLE_DIV_FACTOR = 25.0
+ONECYCLE_FINAL_DIV_FACTOR = 1e4
 
 
 class WarmupSchedule:
@@ -40,9 +46,24 @@ class WarmupSchedule:
 def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
+    """The schedule over the run's steps: iterations, or epochs with ``step_every=epoch``."""
+    if cfg.step_every == "epoch":
+        steps_per_epoch = 1
     if cfg.scheduler == "onecycle":
+        total = cfg.epochs * steps_per_epoch
+        if cfg.onecycle_warmup * total == 1:  # OneCycleLR would divide by zero
+            raise ConfigError(
+                f"optim.onecycle_warmup={cfg.onecycle_warmup} gives a one-step rise over "
+                f"{total} steps; change it or optim.epochs"
+            )
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch
+            optimizer,
+            max_lr=cfg.lr,
+            total_steps=total,
+            pct_start=cfg.onecycle_warmup,
+            anneal_strategy="cos",
+            div_factor=ONECYCLE_DIV_FACTOR,
+            final_div_factor=ONECYCLE_FINAL_DIV_FACTOR,
         )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupSchedule(cfg, steps_per_epoch))
 
@@ -53,7 +74,12 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Opt
     # parameters (torch's CPU default); the same arithmetic, bit for bit.
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True
+            params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+            nesterov=cfg.nesterov,
+            foreach=True,
         )
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)

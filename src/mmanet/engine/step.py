@@ -1,6 +1,7 @@
-"""One optimisation step: draw each sample's modality mask (paper Sec. 3.1's dropout, or
-the run's fixed mask), pick the samples whose mask is in Ω, compute the method's
-objective, back-propagate, check that the loss is finite, update.
+"""One optimisation step: draw each sample's modality mask (paper Sec. 3.1's dropout —
+among the modalities the sample has — or the run's fixed mask), pick the samples whose
+mask is in Ω, compute the method's objective, back-propagate, check that the loss is
+finite, update.
 
 The step waits for the device once, after the backward pass (the finiteness check); the
 Ω samples are picked on the host, from the host-side masks.
@@ -12,9 +13,11 @@ from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset, Subset
 
 from mmanet.config import Config
-from mmanet.data.base import INDEX_KEY
+from mmanet.data import DataBundle
+from mmanet.data.base import AVAILABLE_KEY, INDEX_KEY
 from mmanet.engine import distributed
 from mmanet.engine.objective import Objective
 from mmanet.engine.schedule import build_optimizer, build_scheduler
@@ -37,6 +40,55 @@ def nonfinite_message(terms: dict[str, torch.Tensor], epoch: int, step: int) -> 
         f"non-finite loss at epoch {epoch}, step {step}: {', '.join(bad) or 'loss'} "
         "(lower optim.lr, check the inputs, or set optim.nonfinite=skip to drop such batches)"
     )
+
+
+def fixed_mask(config: Config, modalities: list[str]) -> tuple[int, ...]:
+    """The mask of a run without dropout: the full mask, or the method's combination."""
+    method, names = config.method, Modalities(modalities)
+    if get_method(method.name).per_combination and method.combination is None:
+        raise ConfigError(f"method.name={method.name} needs method.combination, e.g. rgb+ir")
+    if method.combination is None:
+        return full_mask(len(names))
+    try:
+        return names.mask_from_name(method.combination)
+    except KeyError as err:
+        raise ConfigError(f"method.combination={method.combination!r}: {err.args[0]}") from None
+
+
+def check_batch(config: Config, model: torch.nn.Module, samples: int) -> None:
+    """A training batch that batch normalisation cannot take (one sample) is an error."""
+    smallest = min(config.data.batch_size, samples)
+    batch_norm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if smallest < 2 and batch_norm:
+        raise ConfigError(
+            f"data.batch_size={config.data.batch_size} with {samples} training samples: the "
+            "network's batch normalisation needs at least 2 samples per training batch"
+        )
+
+
+def training_samples(config: Config, data: DataBundle) -> Dataset:
+    """The training split a method trains on: with ``method.samples=complete`` the samples
+    that have every modality it uses (all of them with dropout, else its fixed mask's),
+    otherwise every sample that has at least one of them."""
+    table = data.availability(data.train)  # (n, m)
+    if bool(table.all()):
+        return data.train
+    used = torch.tensor(
+        [1] * len(data.modalities)
+        if config.method.dropout
+        else fixed_mask(config, data.modalities),
+        dtype=torch.bool,
+    )
+    if config.method.samples == "complete":
+        keep = (table | ~used).all(dim=1)
+    else:
+        keep = (table & used).any(dim=1)
+    if not bool(keep.any()):
+        raise ConfigError(
+            f"method.samples={config.method.samples}: no training sample has the modalities "
+            f"method {config.method.name} uses"
+        )
+    return data.train if bool(keep.all()) else Subset(data.train, keep.nonzero().flatten().tolist())
 
 
 class TrainingStep:
@@ -68,7 +120,7 @@ class TrainingStep:
             self.sampler = MaskSampler(len(modalities), config.method.mask_probabilities)
         except ValueError as err:
             raise ConfigError(f"method.mask_probabilities: {err}") from None
-        self.fixed_mask = torch.tensor(self._fixed_mask(), dtype=torch.float32).unsqueeze(0)
+        self.fixed_mask = torch.tensor(fixed_mask(config, modalities), dtype=torch.float32)[None]
         self.optimizer = build_optimizer(self.model, config.optim)
         self.scheduler = build_scheduler(self.optimizer, config.optim, steps_per_epoch)
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
@@ -81,18 +133,6 @@ class TrainingStep:
             if distributed.active()
             else objective
         )
-
-    def _fixed_mask(self) -> tuple[int, ...]:
-        """The mask of a run without dropout: the full mask, or the customized combination."""
-        method = self.cfg.method
-        if get_method(method.name).per_combination and method.combination is None:
-            raise ConfigError(f"method.name={method.name} needs method.combination, e.g. rgb+ir")
-        if method.combination is None:
-            return full_mask(len(self.names))
-        try:
-            return self.names.mask_from_name(method.combination)
-        except KeyError as err:
-            raise ConfigError(f"method.combination={method.combination!r}: {err.args[0]}") from None
 
     def autocast(self) -> torch.autocast:
         return autocast(self.device, self.cfg.precision)
@@ -112,19 +152,23 @@ class TrainingStep:
         """
         cfg = self.cfg
         index = inputs.pop(INDEX_KEY, None)  # with method.cache_teacher
+        available = inputs.pop(AVAILABLE_KEY, None)  # (b, m) with incomplete samples
         if cfg.method.dropout:
-            host_mask = self.sampler.sample(len(labels), self.mask_generator)
+            host_mask = self.sampler.sample(len(labels), self.mask_generator, available)
         else:
             host_mask = self.fixed_mask.expand(len(labels), -1)
             if self.objective.teacher is None:  # a fixed mask: absent encoders need not run
                 present = host_mask[0].tolist()
                 inputs = {k: inputs[k] for k, bit in zip(self.names, present, strict=True) if bit}
+            if available is not None:  # each sample with what it has of the fixed mask
+                host_mask = host_mask * available
         reg_rows = None
         if omega is not None:  # indices of the samples whose mask is in Ω
             reg_rows = self.to_device(omega[mask_codes(host_mask)].nonzero().flatten())
         mask = self.to_device(host_mask)
         inputs = {k: self.to_device(v) for k, v in inputs.items()}
         labels = self.to_device(labels)
+        complete = None if available is None else self.to_device(available.all(dim=1))
         if cfg.channels_last:
             inputs = {
                 k: v.contiguous(memory_format=torch.channels_last) if v.ndim == 4 else v
@@ -134,7 +178,9 @@ class TrainingStep:
         if skip_bad:  # a skipped batch must not leave its batch-norm statistics behind
             saved = [buffer.clone() for buffer in self.model.buffers()]
         with self.autocast():
-            loss, terms, logits = self.forward(inputs, labels, mask, reg_rows, index)
+            loss, terms, logits = self.forward(
+                inputs, labels, mask, reg_rows, index, complete, epoch
+            )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         # Every process takes the same decision, so DDP's processes stay in step.
@@ -146,9 +192,13 @@ class TrainingStep:
             for buffer, value in zip(self.model.buffers(), saved, strict=True):
                 buffer.copy_(value)
             return None
+        per_epoch = cfg.optim.step_every == "epoch"
+        while per_epoch and self.scheduler.last_epoch < epoch - 1:  # epochs count from 1
+            self.scheduler.step()  # the schedule's step epoch - 1 holds for all of epoch
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.scheduler.step()
+        if not per_epoch:
+            self.scheduler.step()
         return terms, logits, labels, mask
 
     def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -174,4 +224,12 @@ class TrainingStep:
             self.scaler.load_state_dict(state["scaler"])
 
 
-__all__ = ["StepResult", "TrainingStep", "autocast", "nonfinite_message"]
+__all__ = [
+    "StepResult",
+    "TrainingStep",
+    "autocast",
+    "check_batch",
+    "fixed_mask",
+    "nonfinite_message",
+    "training_samples",
+]

@@ -11,7 +11,8 @@ import torch
 from torch.utils.data import Dataset
 
 from mmanet.config import Config
-from mmanet.data import DataBundle, TensorMultimodalDataset
+from mmanet.data import TensorMultimodalDataset
+from mmanet.data.base import AVAILABLE_KEY, base_dataset
 from mmanet.engine.loader import make_loader
 from mmanet.engine.network import load_network
 from mmanet.errors import ConfigError
@@ -79,6 +80,7 @@ class FrozenTeacher:
         assert self.cache_split is not None
         parts: list[NetworkOutput] = []
         for inputs, _ in make_loader(self.cache_split, self.cache_batch_size, 0):
+            inputs.pop(AVAILABLE_KEY, None)  # only complete samples' outputs are looked up
             out = self.network(self._layout({k: v.to(self.device) for k, v in inputs.items()}))
             if not isinstance(out.fused, torch.Tensor):
                 raise ConfigError(
@@ -93,9 +95,14 @@ class FrozenTeacher:
 
 
 def teacher_for_run(
-    config: Config, data: DataBundle, device: torch.device, builder: Builder | None = None
+    config: Config,
+    train: Dataset,
+    modalities: list[str],
+    device: torch.device,
+    builder: Builder | None = None,
 ) -> FrozenTeacher | None:
-    """The teacher a run distils from (``method.teacher``), or None when it does not."""
+    """The teacher a run distils from (``method.teacher``), or None when it does not;
+    ``train`` is the run's training split (the one a cache covers)."""
     method = config.method
     if method.distill == "none":
         if method.cache_teacher:
@@ -105,16 +112,16 @@ def teacher_for_run(
         raise ConfigError(f"method.distill={method.distill!r} needs method.teacher=<teacher run>")
     cache = None
     if method.cache_teacher:
-        deterministic = isinstance(data.train, TensorMultimodalDataset)
+        deterministic = isinstance(base_dataset(train), TensorMultimodalDataset)
         if not deterministic and config.data.augment:
             raise ConfigError(
                 "method.cache_teacher needs training data without random augmentation "
                 "(set data.augment=false)"
             )
-        cache = data.train
+        cache = train
     return FrozenTeacher(
         method.teacher,
-        data.modalities,
+        modalities,
         device,
         config.channels_last,
         builder,

@@ -22,23 +22,31 @@ from mmanet.data import DataBundle, build_data
 from mmanet.data.base import IndexedDataset
 from mmanet.engine import distributed, rng
 from mmanet.engine.checkpoint import (
+    keep_best,
     latest_checkpoint,
     load_into,
     load_training_state,
+    read_run_record,
+    resolve_checkpoint,
     save_checkpoint,
+    write_run_record,
 )
+from mmanet.engine.curves import training_curves
 from mmanet.engine.evaluate import evaluate_split
 from mmanet.engine.loader import make_loader
 from mmanet.engine.logger import EpochStatistics, RunLogger
 from mmanet.engine.mining import Mining
 from mmanet.engine.network import PYTHON_BUILDER
 from mmanet.engine.objective import Objective
-from mmanet.engine.results import check_ranks_agree, write_results
+from mmanet.engine.results import check_ranks_agree, run_report, write_results
+from mmanet.engine.rundir import clear, prepare, run_record, summary
+from mmanet.engine.selection import Validation
 from mmanet.engine.signals import stop_on_signals
-from mmanet.engine.step import TrainingStep, autocast
+from mmanet.engine.step import TrainingStep, autocast, check_batch, training_samples
 from mmanet.engine.teacher import teacher_for_run
 from mmanet.errors import CheckpointError, TrainingInterrupted
 from mmanet.models import Builder, build_model
+from mmanet.progress import show_progress
 from mmanet.provenance import code_version
 from mmanet.tasks import build_task
 
@@ -83,20 +91,22 @@ class Trainer:
             builder=model,
         ).to(self.device)
         self.data_generator = torch.Generator().manual_seed(config.seed + 2)
+        train = training_samples(config, self.data)  # e.g. the complete ones, for a teacher
+        check_batch(config, self.model, len(train) // self.world_size)
         self.train_sampler = (
-            DistributedSampler(self.data.train, shuffle=True, seed=config.seed, drop_last=True)
+            DistributedSampler(train, shuffle=True, seed=config.seed, drop_last=True)
             if distributed.active()
             else None
         )
-        teacher = teacher_for_run(config, self.data, self.device, model)
+        teacher = teacher_for_run(config, train, self.data.modalities, self.device, model)
         self.objective = Objective(self.model, self.task, method, teacher)
         self.train_loader = make_loader(
-            IndexedDataset(self.data.train) if method.cache_teacher else self.data.train,
+            IndexedDataset(train) if method.cache_teacher else train,
             config.data.batch_size,  # per process
             config.data.num_workers,
             shuffle=self.train_sampler is None,
             generator=self.data_generator,
-            drop_last=len(self.data.train) > config.data.batch_size * self.world_size,
+            drop_last=len(train) > config.data.batch_size * self.world_size,
             sampler=self.train_sampler,
             pin_memory=self.device.type == "cuda",
         )
@@ -104,6 +114,8 @@ class Trainer:
             config, self.objective, modalities, self.device, len(self.train_loader)
         )
         self.mining = Mining(method, modalities) if method.regularize != "none" else None
+        self.validation = Validation(config.validation, self.task, config.optim.epochs)
+        self.train = train
         self.epoch = 0  # completed epochs
         self.partial_steps = 0  # steps of epoch + 1 already done (an interrupted epoch)
         self.interrupt: int | None = None  # the signal that asked the run to stop
@@ -145,6 +157,7 @@ class Trainer:
             "step": self.partial_steps,
             **self.step.state_dict(),
             "miner": self.mining.state_dict() if self.mining else None,
+            "validation": self.validation.state_dict(),
             "rng": state,
             "rng_ranks": distributed.all_gather_object(state) if distributed.active() else None,
         }
@@ -155,6 +168,8 @@ class Trainer:
         self.step.load_state_dict(state)
         if self.mining is not None and state["miner"] is not None:
             self.mining.load_state_dict(state["miner"])
+        if state.get("validation"):
+            self.validation.load_state_dict(state["validation"])
         ranks = state.get("rng_ranks")
         if ranks and len(ranks) != self.world_size:
             raise CheckpointError(
@@ -163,8 +178,9 @@ class Trainer:
             )
         rng.restore(ranks[self.rank] if ranks else state["rng"], self.generators())
 
-    def save(self) -> Path | None:
-        """Write a checkpoint (rank 0; every process must call this under data parallelism)."""
+    def save(self, best: bool = False) -> Path | None:
+        """Write a checkpoint, keep it as the best too when ``best``, and update the run's
+        record (rank 0; every process must call this under data parallelism)."""
         state = self.state_dict()
         path = None
         if distributed.is_main():
@@ -176,31 +192,43 @@ class Trainer:
                 self.meta(),
                 step=self.partial_steps,
             )
+            record = read_run_record(self.run_dir) or {}
+            if best:
+                record["best"] = str(keep_best(self.run_dir, path).relative_to(self.run_dir))
+            last = str(path.relative_to(self.run_dir))
+            summary_ = run_record(self.cfg.method.name, self.epoch, last, record, self.validation)
+            write_run_record(self.run_dir, summary_)
         distributed.barrier()  # nobody resumes or moves on before the checkpoint is whole
         return path
 
-    def resume(self) -> bool:
-        """Continue from the latest complete checkpoint of the run, if there is one."""
+    def resume(self) -> None:
+        """Continue from the latest complete checkpoint of the run."""
         path = latest_checkpoint(self.run_dir)
-        if path is None:
-            return False
+        assert path is not None  # rundir.prepare checked
         load_into(self.model, path)
         self.load_state_dict(load_training_state(path))
-        return True
 
     # -- training -------------------------------------------------------------------------
 
-    def fit(self, resume: bool = False, stop_after: int | None = None) -> dict[str, Any] | None:
-        """Train to ``optim.epochs`` (or stop after epoch ``stop_after``) and evaluate.
-
-        Returns the test results once training is complete, else None.
-        """
-        resumed = resume and self.resume()  # a checkpoint that does not fit changes nothing
+    def fit(
+        self, resume: bool = False, stop_after: int | None = None, overwrite: bool = False
+    ) -> dict[str, Any] | None:
+        """Train to ``optim.epochs`` (or stop after epoch ``stop_after``, or early) and
+        evaluate the run's result (the best validated epoch, else the last) on the test
+        split. ``resume`` continues the run in ``out``; ``overwrite`` replaces the run
+        there. Returns the test results once training is complete, else None."""
+        resuming = prepare(self.run_dir, self.cfg, resume, overwrite)
+        distributed.barrier()  # every process has checked the folder before anything changes
+        if resuming:
+            self.resume()
         if distributed.is_main():
+            if overwrite and not resuming:
+                clear(self.run_dir)
+            print(summary(self.cfg, self.data, self.train, str(self.device)), flush=True)
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.run_dir / "config.yaml")
             self.logger = RunLogger(self.run_dir, self.cfg.tensorboard)
-            if resumed:
+            if resume:
                 self.logger.resume(self.epoch)
         distributed.barrier()
         try:
@@ -209,9 +237,13 @@ class Trainer:
         finally:
             if self.logger is not None:
                 self.logger.close()
-        if self.epoch < self.cfg.optim.epochs:
+                training_curves(self.logger.rows, self.run_dir / "curves.png")
+        if self.epoch < self.cfg.optim.epochs and not self.validation.should_stop:
             return None
-        return self.test()
+        if not self.validation.enabled:
+            return self.test()
+        load_into(self.model, resolve_checkpoint(self.run_dir, "best"))  # the run's result
+        return self.test(epoch=self.validation.best_epoch)
 
     def _train_epochs(self, stop_after: int | None) -> None:
         for epoch in range(self.epoch + 1, self.cfg.optim.epochs + 1):
@@ -223,10 +255,14 @@ class Trainer:
             distributed.broadcast_buffers(self.model)
             if self.mining is not None:
                 row.update(self.mine(epoch))
+            best = False
+            if self.validation.due(epoch):
+                validated, best = self.validation.record(epoch, self.test("val", write=False))
+                row.update(validated)
             if self.logger is not None:
                 self.logger.log(row)
-            self.save()
-            if stop_after is not None and epoch >= stop_after:
+            self.save(best)
+            if self.validation.should_stop or (stop_after is not None and epoch >= stop_after):
                 break
 
     def request_stop(self, signum: int) -> None:
@@ -237,16 +273,9 @@ class Trainer:
     def mine(self, epoch: int) -> dict[str, Any]:
         """MAR's epoch-end hook (paper Eqs. 9-13); writes ``miner.json`` when it mined."""
         assert self.mining is not None
-        data = self.cfg.data
         with self.autocast():
             row = self.mining.after_epoch(
-                epoch,
-                self.model,
-                self.data,
-                self.task,
-                self.device,
-                data.eval_batch_size,
-                data.num_workers,
+                epoch, self.model, self.data, self.task, self.device, self.cfg.data
             )
         if row and distributed.is_main():
             self.mining.write_summary(self.run_dir)
@@ -268,7 +297,7 @@ class Trainer:
             total=steps,
             desc=f"{cfg.method.name} epoch {epoch}/{cfg.optim.epochs}",
             leave=False,
-            disable=not cfg.progress or not distributed.is_main(),
+            disable=not show_progress(cfg.progress) or not distributed.is_main(),
             dynamic_ncols=True,
         )
         for step, (inputs, labels) in enumerate(bar):
@@ -294,9 +323,12 @@ class Trainer:
 
     # -- evaluation -----------------------------------------------------------------------
 
-    def test(self, split: str = "test") -> dict[str, Any]:
-        """Evaluate every combination on ``split`` and write ``results_<split>.json``."""
-        data = self.cfg.data
+    def test(
+        self, split: str = "test", write: bool = True, epoch: int | None = None
+    ) -> dict[str, Any]:
+        """Evaluate every combination on ``split`` and (``write``) write
+        ``results_<split>.json``; ``epoch``: the epoch of the weights (default: the last)."""
+        loading = self.cfg.data
         with self.autocast():
             results = evaluate_split(
                 self.model,
@@ -304,24 +336,14 @@ class Trainer:
                 self.task,
                 split,
                 self.device,
-                data.eval_batch_size,
-                data.num_workers,
+                loading.eval_batch_size,
+                loading.num_workers,
             )
-        report = {
-            "method": self.cfg.method.name,
-            "split": split,
-            "epoch": self.epoch,
-            "code_version": code_version(),
-            **results,
-        }
-        if self.cfg.method.combination:
-            report["trained_on"] = self.cfg.method.combination
         omega = self.mining.summary()["omega"] if self.mining is not None else None
-        if omega is not None:
-            report["omega"] = omega
+        report = run_report(self.cfg, split, self.epoch if epoch is None else epoch, results, omega)
         if distributed.active():
             report["distributed"] = check_ranks_agree(self.model, omega)
-        if not distributed.is_main():
+        if not distributed.is_main() or not write:
             return report
         if split == "test":
             self.task.write_examples(self.run_dir, self.model, self.data, self.device)

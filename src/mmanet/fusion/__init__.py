@@ -42,6 +42,7 @@ def build_fusion(
     regions: int | None = None,
     vectors: bool = False,
     region_supervision: bool = False,
+    widths: str = "paper",
 ) -> nn.Module:
     """The registered fusion ``name`` for per-modality widths ``channels``.
 
@@ -53,6 +54,8 @@ def build_fusion(
         regions: RFNet's number of soft regions K (None: its default).
         vectors: the features are (b, c) vectors (RFNet's convolutions become 1×1).
         region_supervision: supervise RFNet's region maps with dense labels (ESANet).
+        widths: ``"paper"`` (the fusion's own paper widths) or ``"small"`` (scaled to the
+            encoders), for the fusions that have such a choice (RFNet, mmFormer).
     """
     factory = FUSIONS.get(name)
     options: dict[str, Any] = {
@@ -61,6 +64,7 @@ def build_fusion(
         "regions": regions,
         "vectors": vectors,
         "region_supervision": region_supervision,
+        "widths": widths,
     }
     accepted = inspect.signature(factory).parameters
     if aux and "aux" not in accepted:
@@ -72,7 +76,7 @@ def configured_fusion(
     cfg: Any, channels: Sequence[int], num_classes: int, *, vectors: bool = False
 ) -> nn.Module:
     """The fusion a model config asks for (``model.fusion``, ``fusion_aux``,
-    ``fusion_regions``); ``"default"`` is concatenation."""
+    ``fusion_regions``, ``fusion_widths``); ``"default"`` is concatenation."""
     name = "concat" if cfg.fusion == "default" else cfg.fusion
     return build_fusion(
         name,
@@ -81,6 +85,7 @@ def configured_fusion(
         aux=cfg.fusion_aux,
         regions=cfg.fusion_regions,
         vectors=vectors,
+        widths=cfg.fusion_widths,
     )
 
 

@@ -1,10 +1,11 @@
 """LCR fusion: latent correlation representation (Zhou et al., IEEE TIP 2021).
 
-Each modality j predicts, from its globally pooled features, per-channel linear
-coefficients that express every other modality i as α_{j→i} ⊙ F_j + β_{j→i}. A missing
-modality is replaced by the average of these estimates from the present ones (our
-reading of the paper's latent representation); the completed representations are then
-fused by channel attention, spatial attention and a 1×1 conv.
+Every modality's representation is transformed into a latent correlation
+representation: its parameter-estimation module maps its own features to per-channel
+coefficients, and the linear correlation expression writes the modality as a
+combination of the other modalities' features under those coefficients. All m
+correlation representations (an absent modality's built from the present ones alone)
+are fused by channel attention, spatial attention and a 1×1 conv.
 """
 
 from __future__ import annotations
@@ -19,27 +20,29 @@ from mmanet.registry import FUSIONS
 
 
 class ParameterEstimator(nn.Module):
-    """Modality j's parameter-estimation module: GAP → Linear → ReLU → Linear.
+    """Modality i's parameter-estimation module: GAP → Linear → ReLU → Linear.
 
-    θ_j = W_2 ReLU(W_1 GAP(F_j) + b_1) + b_2 ∈ R^{2(m−1)c}, read as (a, β) per target i ≠ j
-    with α = 1 + a. The last layer starts at zero, so initially α = 1, β = 0 and the latent
-    estimate of a missing modality is the mean of the present ones.
+    Γ_i = W_2 ReLU(W_1 GAP(F_i) + b_1) + b_2 ∈ R^{m c}, read as the coefficients
+    α_{i←j} = 1 + a_{i←j} ∈ R^c of the m − 1 other modalities j (in modality order) and
+    the offset δ_i ∈ R^c. The last layer starts at zero, so initially α = 1 and δ = 0.
     """
 
-    def __init__(self, width: int, targets: int, hidden: int) -> None:
+    def __init__(self, width: int, sources: int, hidden: int) -> None:
         super().__init__()
         self.width = width
-        self.targets = targets
+        self.sources = sources
         self.mlp = nn.Sequential(
-            nn.Linear(width, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 2 * targets * width)
+            nn.Linear(width, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, (sources + 1) * width),
         )
         nn.init.zeros_(self.mlp[2].weight)
         nn.init.zeros_(self.mlp[2].bias)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(b, c, h, w) -> α, β, each (b, m − 1, c, 1, 1)."""
-        theta = self.mlp(x.mean(dim=(2, 3))).view(-1, self.targets, 2, self.width, 1, 1)
-        return 1.0 + theta[:, :, 0], theta[:, :, 1]
+        """(b, c, h, w) -> α (b, m − 1, c, 1, 1) and δ (b, c, 1, 1)."""
+        theta = self.mlp(x.mean(dim=(2, 3))).view(-1, self.sources + 1, self.width, 1, 1)
+        return 1.0 + theta[:, : self.sources], theta[:, self.sources]
 
 
 class ChannelSpatialAttention(nn.Module):
@@ -68,15 +71,18 @@ class ChannelSpatialAttention(nn.Module):
 class LCRFusion(nn.Module):
     """Latent correlation fusion; ``out_channels = m c`` with c = max(channels).
 
-    For each target modality i, with P the present modalities of the sample:
+    With F_i the projected features (exact zeros when i is absent), P the present
+    modalities of the sample and (α_{i←j}, δ_i) = Γ_i = MPE_i(F_i), every modality i —
+    present or absent — gets its latent correlation representation
 
-        L_i = (1/|P∖{i}|) Σ_{j∈P∖{i}} (α_{j→i} ⊙ F_j + β_{j→i})   (0 when P∖{i} = ∅),
-        R_i = F_i if i ∈ P else L_i,
-        out = ReLU(BN(conv_1×1(Att(cat(R_1, ..., R_m))))).
+        R_i = Σ_{j ≠ i} α_{i←j} ⊙ F_j + δ_i  =  Σ_{j ∈ P∖{i}} α_{i←j} ⊙ F_j + δ_i,
 
-    Reading of the paper: the latent representation serves to complete the input, i.e. a
-    missing modality is replaced by its latent estimate from the others, while present
-    modalities are kept as they are.
+    and the fused features are out = ReLU(BN(conv_1×1(Att(cat(R_1, ..., R_m))))).
+
+    A present modality's own features enter R_i through its coefficients Γ_i (and the
+    other slots through F_i); an absent modality's Γ_i = MPE_i(0) is a learned constant,
+    so its R_i is the estimate of it from the present modalities. With m = 1 there is no
+    other modality and R_1 = F_1.
 
     Args:
         channels: per-modality widths; projected by 1×1 convs to max(channels) if they differ.
@@ -90,7 +96,7 @@ class LCRFusion(nn.Module):
         c, m = self.project.width, len(self.channels)
         self.num_modalities = m
         self.estimators = nn.ModuleList(
-            ParameterEstimator(c, max(m - 1, 1), hidden or max(c // 4, 16)) for _ in range(m)
+            ParameterEstimator(c, m - 1, hidden or max(c // 4, 16)) for _ in range(m)
         )
         self.attention = ChannelSpatialAttention(m * c)
         self.out = nn.Sequential(
@@ -98,29 +104,19 @@ class LCRFusion(nn.Module):
         )
         self.out_channels: int = m * c
 
-    def complete(self, maps: list[torch.Tensor], present: torch.Tensor) -> list[torch.Tensor]:
-        """The completed representations R_1..R_m from projected, zeroed (b, c, h, w) maps."""
-        m = self.num_modalities
-        coefficients = [est(x) for est, x in zip(self.estimators, maps, strict=True)]
-        completed = []
-        for i in range(m):
-            total = torch.zeros_like(maps[i])
-            count = torch.zeros_like(present[:, 0], dtype=maps[i].dtype)
-            for j in range(m):
-                if j == i:
-                    continue
-                alpha, beta = coefficients[j]
-                slot = i if i < j else i - 1  # targets of j are the modalities other than j
-                estimate = alpha[:, slot] * maps[j] + beta[:, slot]
-                here = present[:, j]
-                total = total + torch.where(here[:, None, None, None], estimate, 0.0)
-                count = count + here.to(count.dtype)
-            latent = total / count.clamp(min=1.0)[:, None, None, None]
-            completed.append(torch.where(present[:, i, None, None, None], maps[i], latent))
-        return completed
+    def correlate(self, maps: list[torch.Tensor]) -> list[torch.Tensor]:
+        """R_1..R_m from the projected (b, c, h, w) maps, absent ones already exact zeros."""
+        if self.num_modalities == 1:
+            return list(maps)
+        representations = []
+        for i, estimator in enumerate(self.estimators):
+            alpha, delta = estimator(maps[i])
+            sources = [x for j, x in enumerate(maps) if j != i]
+            terms = [alpha[:, k] * x for k, x in enumerate(sources)]
+            representations.append(torch.stack(terms).sum(dim=0) + delta)
+        return representations
 
     def forward(self, features: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
         maps, vector = as_maps(features, mask, self.channels)
-        present = present_of(mask)
-        completed = self.complete(self.project(maps, present), present)
-        return restore(self.out(self.attention(torch.cat(completed, dim=1))), vector)
+        correlated = self.correlate(self.project(maps, present_of(mask)))
+        return restore(self.out(self.attention(torch.cat(correlated, dim=1))), vector)

@@ -61,10 +61,16 @@ def teacher_uncertainty(teacher_logits: torch.Tensor) -> torch.Tensor:
     return entropy.reshape(entropy.shape[0], -1).mean(dim=1)
 
 
-def sample_weights(uncertainty: torch.Tensor, weighting: Weighting = "softmax") -> torch.Tensor:
-    """Per-sample weights from the uncertainty (Eq. 8); they sum to one."""
+def sample_weights(
+    uncertainty: torch.Tensor, weighting: Weighting = "softmax", temperature: float = 1.0
+) -> torch.Tensor:
+    """Per-sample weights from the uncertainty (Eq. 8); they sum to one.
+
+    ``softmax``: ``softmax(π / temperature)`` (Eq. 8 is temperature 1; entropies lie in
+    [0, ln k], so there the weights differ by a factor of k at most); ``linear``: π / Σπ
+    (the authors' code); ``uniform``: 1/b (SP)."""
     if weighting == "softmax":
-        return torch.softmax(uncertainty, dim=0)
+        return torch.softmax(uncertainty / temperature, dim=0)
     if weighting == "linear":
         return uncertainty / uncertainty.sum().clamp_min(_EPS)
     if weighting == "uniform":
@@ -222,6 +228,7 @@ def mad_loss(
     granularity: Granularity = "sample",
     pool: tuple[int, int] | None = None,
     block_rows: int | None = None,
+    temperature: float = 1.0,
 ) -> torch.Tensor:
     """``L_MAD = Σ_i w(i) · Σ_j (r_t(i,j) − r_d(i,j))²`` (paper Eqs. 2-8, docs/method.md#mad).
 
@@ -256,7 +263,8 @@ def mad_loss(
         student = _pixel_vectors(student_features, size)
         teacher = _pixel_vectors(teacher_features.detach(), size)
         gap = pixel_relation_gaps(student, teacher, relation, block_rows)
-        weights = sample_weights(pixel_uncertainty(teacher_logits.detach(), size), weighting)
+        uncertainty = pixel_uncertainty(teacher_logits.detach(), size)
+        weights = sample_weights(uncertainty, weighting, temperature)
         return (weights * gap).sum()
     if granularity != "sample":
         raise ValueError(f"unknown MAD granularity {granularity!r}; use 'sample' or 'pixel'")
@@ -264,7 +272,7 @@ def mad_loss(
     student = student_features.reshape(b, -1).float()
     teacher = teacher_features.detach().reshape(b, -1).float()
     gap = (relation_matrix(teacher, relation) - relation_matrix(student, relation)).pow(2).sum(1)
-    weights = sample_weights(teacher_uncertainty(teacher_logits.detach()), weighting)
+    weights = sample_weights(teacher_uncertainty(teacher_logits.detach()), weighting, temperature)
     return (weights * gap).sum()
 
 
@@ -284,7 +292,17 @@ def configured_mad(
         relation=mad.relation,
         weighting=weighting,
         granularity=mad.granularity,
+        temperature=mad.temperature,
     )
+
+
+def relation_rows(features: torch.Tensor, granularity: Granularity) -> int:
+    """How many rows (samples, or pooled pixels) the relation matrices of ``features``
+    have."""
+    if granularity == "sample":
+        return features.shape[0]
+    height, width = pooled_size(*features.shape[-2:])
+    return features.shape[0] * height * width
 
 
 @DISTILLATIONS.register("mad")
@@ -299,5 +317,10 @@ def margin_aware_distillation(
 def similarity_preserving(
     student: torch.Tensor, teacher: torch.Tensor, teacher_logits: torch.Tensor, method: Any
 ) -> torch.Tensor:
-    """``method.distill=sp``: the SP ablation, L_MAD with uniform sample weights."""
-    return configured_mad(student, teacher, teacher_logits, method, "uniform")
+    """``method.distill=sp``: the SP ablation, L_MAD with uniform sample weights —
+    ``(1/b) Σ_i Σ_j (r_t − r_d)²`` — or, with ``method.sp_reduction=entries``, the mean
+    over the b² entries (the authors' ``mse_loss``), b times smaller."""
+    loss = configured_mad(student, teacher, teacher_logits, method, "uniform")
+    if method.sp_reduction == "entries":
+        loss = loss / relation_rows(student, method.mad.granularity)
+    return loss

@@ -28,6 +28,7 @@ from mmanet.config import ESANetConfig, ModelConfig
 from mmanet.errors import ConfigError
 from mmanet.fusion import build_fusion
 from mmanet.fusion.common import AuxiliaryFusion
+from mmanet.fusion.rfnet import RFNetFusion
 from mmanet.models.sf import read_torchvision_state_dict
 from mmanet.models.unified import UnifiedNetwork
 from mmanet.nn import BasicBlock, Bottleneck, init_resnet_weights, make_layer
@@ -154,10 +155,16 @@ class StreamFusionEncoder(AuxiliaryFusion):
     :mod:`mmanet.fusion` — the comparison methods on ESANet's encoders (``model.fusion``).
 
     After each of the four stages, ``fusions[level](stage maps, mask)`` merges the
-    streams (a 1x1 conv + BN + ReLU brings a wider fused map back to the stage width);
-    the fused layer1..layer3 maps are the decoder's skips and the fused layer4 map feeds
-    the context module. The streams themselves never mix, so a fusion module that ignores
-    absent modalities makes the whole encoder ignore them.
+    streams (a 1x1 conv + BN + ReLU brings a fused map of another width back to the stage
+    width); the fused layer1..layer3 maps are the decoder's skips and the fused layer4 map
+    feeds the context module. The streams themselves never mix, so a fusion module that
+    ignores absent modalities makes the whole encoder ignore them.
+
+    RFNet (fusions with ``guided``): the levels are fused from layer4 down, and each inner
+    level's fusion also reads the fused map of the level below (its region generator's
+    guide, RFNet's decoder-side feedback). ``aux_decoder``: RFNet's shared-weight
+    per-modality decoder; with auxiliary heads asked, it decodes each modality's own stage
+    maps, one set of weights for every modality, weighted by the modality's presence.
     """
 
     def __init__(
@@ -165,6 +172,7 @@ class StreamFusionEncoder(AuxiliaryFusion):
         encoders: Sequence[ResNetEncoder],
         fusions: Sequence[nn.Module],
         context: nn.Module,
+        aux_decoder: SharedModalityDecoder | None = None,
     ) -> None:
         super().__init__()
         self.streams = nn.ModuleList(encoders)
@@ -180,26 +188,61 @@ class StreamFusionEncoder(AuxiliaryFusion):
             for fusion, width in zip(fusions, encoders[0].stage_channels, strict=True)
         )
         self.context = context
+        self.aux_decoder = aux_decoder
+        self.top_down = any(getattr(fusion, "guided", False) for fusion in fusions)
 
     def fuse(
         self, features: Sequence[torch.Tensor], mask: torch.Tensor, auxiliary: bool
     ) -> tuple[ESANetFeatures, list[AuxiliaryLogits]]:
-        """The fused features, and every stage fusion's auxiliary heads when asked."""
+        """The fused features, and every stage fusion's auxiliary heads (then the shared
+        per-modality decoder's) when asked."""
         input_size = (features[0].shape[-2], features[0].shape[-1])
         maps = [s.maxpool(s.stem(x)) for s, x in zip(self.streams, features, strict=True)]
-        fused_maps, heads = [], []
-        for level, (fusion, projection) in enumerate(
-            zip(self.fusions, self.projections, strict=True)
-        ):
+        stage_maps = []  # per level, the streams' maps
+        for level in range(len(self.fusions)):
             maps = [stream.stages()[level](x) for stream, x in zip(self.streams, maps, strict=True)]
-            if auxiliary and hasattr(fusion, "forward_auxiliary"):
-                fused, stage_heads = fusion.forward_auxiliary(maps, mask)
-                heads += stage_heads
+            stage_maps.append(maps)
+        levels = range(len(self.fusions))
+        fused_maps: dict[int, torch.Tensor] = {}
+        heads: list[AuxiliaryLogits] = []
+        guide = None
+        for level in reversed(levels) if self.top_down else levels:
+            fusion = self.fusions[level]
+            if self.top_down:
+                fused, stage_heads = fusion.fuse(stage_maps[level], mask, auxiliary, guide=guide)
+            elif auxiliary and hasattr(fusion, "forward_auxiliary"):
+                fused, stage_heads = fusion.forward_auxiliary(stage_maps[level], mask)
             else:
-                fused = fusion(maps, mask)
-            fused_maps.append(projection(fused))
-        features_out = ESANetFeatures(self.context(fused_maps[-1]), fused_maps[2::-1], input_size)
+                fused, stage_heads = fusion(stage_maps[level], mask), []
+            heads += stage_heads
+            fused_maps[level] = guide = self.projections[level](fused)
+        if auxiliary and self.aux_decoder is not None:
+            for i in range(len(self.streams)):
+                own = [level_maps[i] for level_maps in stage_maps]
+                heads.append(AuxiliaryLogits(self.aux_decoder(own, input_size), mask[:, i] > 0))
+        skips = [fused_maps[level] for level in reversed(levels[:-1])]  # layer3, 2, 1
+        features_out = ESANetFeatures(self.context(fused_maps[levels[-1]]), skips, input_size)
         return features_out, heads
+
+
+class SharedModalityDecoder(nn.Module):
+    """RFNet's shared-weight per-modality decoder on ESANet: a context module and an
+    :class:`ESANetDecoder` of ESANet's architecture that decode ONE modality's own stage
+    maps (layer4 through the context module, layer3..1 as skips) to (b, k, H, W) logits.
+    One instance serves every modality, so all modalities' auxiliary outputs share its
+    weights."""
+
+    def __init__(self, context: nn.Module, decoder: ESANetDecoder) -> None:
+        super().__init__()
+        self.context = context
+        self.decoder = decoder
+
+    def forward(
+        self, stage_maps: Sequence[torch.Tensor], input_size: tuple[int, int]
+    ) -> torch.Tensor:
+        """``stage_maps``: one modality's layer1..layer4 maps; returns its logits."""
+        features = ESANetFeatures(self.context(stage_maps[-1]), list(stage_maps[2::-1]), input_size)
+        return self.decoder(features)[1]
 
 
 class ESANetDecoder(nn.Module):
@@ -289,8 +332,17 @@ def build_esanet(
         )
     else:
         streams = [rgb_encoder if name == RGB else depth_encoder for name in modalities]
+        aux_decoder = None
+        if cfg.fusion == "rfnet" and cfg.fusion_aux:  # RFNet's shared per-modality decoder
+            aux_context = PyramidPooling(
+                rgb_encoder.stage_channels[-1], esa.decoder_channels[0], esa.context_bins, reference
+            )
+            aux_decoder = SharedModalityDecoder(aux_context, decoder())
         fusion = StreamFusionEncoder(
-            streams, _stage_fusions(cfg, rgb_encoder.stage_channels, num_classes), context
+            streams,
+            _stage_fusions(cfg, rgb_encoder.stage_channels, num_classes),
+            context,
+            aux_decoder,
         )
     return UnifiedNetwork(
         modalities,
@@ -307,9 +359,26 @@ build_esanet.baseline_title = "ESANet"  # the paper's ESANet-MD, ESANet-MAD, ...
 
 def _stage_fusions(cfg: ModelConfig, widths: Sequence[int], num_classes: int) -> list[nn.Module]:
     """One fusion module per stage. RFNet fuses every stage with K = the classes as regions
-    (its region maps are supervised by the labels); a fusion that declares
-    ``bottleneck_only`` (mmFormer's transformer) works on the layer-4 tokens only, the
-    shallower stages are concatenated as in its paper."""
+    (its region maps are supervised by the labels), each inner stage's region generator
+    guided by the fused map of the stage below, and without per-stage modality heads (the
+    shared per-modality decoder is :class:`SharedModalityDecoder`); its widths are
+    ``model.fusion_widths``. A fusion that
+    declares ``bottleneck_only`` (mmFormer's transformer) works on the layer-4 tokens only,
+    the shallower stages are concatenated as in its paper."""
+    if cfg.fusion == "rfnet":
+        return [
+            RFNetFusion(
+                [width, width],
+                num_classes,
+                regions=cfg.fusion_regions or num_classes,
+                aux=cfg.fusion_aux,
+                region_supervision=True,
+                guide_channels=widths[level + 1] if level + 1 < len(widths) else 0,
+                modality_heads=False,
+                widths=cfg.fusion_widths,
+            )
+            for level, width in enumerate(widths)
+        ]
     bottleneck_only = getattr(FUSIONS.get(cfg.fusion), "bottleneck_only", False)
     fusions = []
     for level, width in enumerate(widths):
@@ -324,6 +393,7 @@ def _stage_fusions(cfg: ModelConfig, widths: Sequence[int], num_classes: int) ->
                 aux=cfg.fusion_aux and name == cfg.fusion,
                 regions=cfg.fusion_regions or num_classes,
                 region_supervision=True,
+                widths=cfg.fusion_widths,
             )
         )
     return fusions
@@ -343,7 +413,9 @@ def _check(esa: ESANetConfig) -> None:
 def _load_pretrained(
     path: str, esa: ESANetConfig, rgb_encoder: ResNetEncoder, depth_encoder: ResNetEncoder
 ) -> None:
-    """torchvision ImageNet weights for both streams; the depth conv1 gets the channel mean."""
+    """torchvision ImageNet weights for both streams, every encoder weight from the file
+    (ESANet loads them strictly); the depth conv1 gets the sum over the RGB channels
+    (ESANet's ``src/models/resnet.py``), shared out evenly over depth's channels."""
     if esa.block == "nbt1d" and esa.encoder != "resnet50":
         raise ConfigError(
             "model.pretrained: torchvision weights fit BasicBlock/Bottleneck encoders, "
@@ -351,11 +423,13 @@ def _load_pretrained(
         )
     weights = read_torchvision_state_dict(path)
     depth_weights = dict(weights)
-    if "conv1.weight" in weights:
-        conv1 = weights["conv1.weight"].mean(dim=1, keepdim=True)  # (width, 1, 7, 7)
-        depth_weights["conv1.weight"] = conv1.expand(-1, depth_encoder.conv1.in_channels, -1, -1)
+    channels = depth_encoder.conv1.in_channels
+    conv1 = weights.get("conv1.weight")
+    if conv1 is not None and conv1.ndim == 4:
+        summed = conv1.sum(dim=1, keepdim=True) / channels  # (width, 1, 7, 7)
+        depth_weights["conv1.weight"] = summed.expand(-1, channels, -1, -1)
     try:
-        load_torchvision_weights(rgb_encoder, weights)
-        load_torchvision_weights(depth_encoder, depth_weights)
+        load_torchvision_weights(rgb_encoder, weights, complete=True)
+        load_torchvision_weights(depth_encoder, depth_weights, complete=True)
     except ValueError as err:
         raise ConfigError(f"model.pretrained={path}: {err}") from None

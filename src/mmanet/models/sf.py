@@ -2,6 +2,10 @@
 per modality a ResNet-18 stem and an SE block, concatenation, then a shared ResNet-18
 layer3 + layer4 + fc head.
 
+``model.stem`` picks each stem's conv1: "authors" (3x3, stride 2, as in the authors'
+``classification/models/resnet18_se.py``) or "torchvision" (7x7, stride 2), the one
+torchvision ImageNet weights (``model.pretrained``) fit.
+
 The regularization head is a second :class:`SFHead` on the same concatenated features.
 """
 
@@ -21,14 +25,17 @@ from mmanet.nn.resnet import load_torchvision_weights
 from mmanet.registry import MODELS
 
 SE_REDUCTION = 16
+STEM_KERNELS = {"authors": 3, "torchvision": 7}  # conv1's kernel size per model.stem
 
 
 class SFEncoder(nn.Module):
     """ResNet-18 conv1 ... layer2, then SE: (b, c, h, w) -> (b, 128, h/8, w/8)."""
 
-    def __init__(self, in_channels: int = 3, se_reduction: int = SE_REDUCTION) -> None:
+    def __init__(
+        self, in_channels: int = 3, se_reduction: int = SE_REDUCTION, conv1_kernel: int = 3
+    ) -> None:
         super().__init__()
-        self.stem = ResNetStem(in_channels)
+        self.stem = ResNetStem(in_channels, conv1_kernel=conv1_kernel)
         self.se = SEBlock(self.stem.out_channels, se_reduction)
         self.out_channels = self.stem.out_channels
 
@@ -70,7 +77,13 @@ def build_sf(
                 f"model.name=sf needs (c, h, w) images; modality {name!r} has input shape "
                 f"{tuple(input_shapes[name])}"
             )
-    encoders = {name: SFEncoder(input_shapes[name][0]) for name in modalities}
+    kernel = STEM_KERNELS[cfg.stem]
+    encoders = {name: SFEncoder(input_shapes[name][0], conv1_kernel=kernel) for name in modalities}
+    if cfg.pretrained and cfg.stem != "torchvision":
+        raise ConfigError(
+            f"model.pretrained={cfg.pretrained}: torchvision ResNet-18 weights need "
+            f"model.stem=torchvision (7x7 conv1), not model.stem={cfg.stem} (3x3)"
+        )
     if cfg.pretrained:
         weights = read_torchvision_state_dict(cfg.pretrained)
         for encoder in encoders.values():
@@ -96,9 +109,17 @@ def read_torchvision_state_dict(path: str) -> dict[str, torch.Tensor]:
         if path.endswith(".safetensors"):
             from safetensors.torch import load_file
 
-            return load_file(path)
-        return torch.load(path, map_location="cpu", weights_only=True)
+            weights = load_file(path)
+        else:
+            weights = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise ConfigError(f"model.pretrained: file not found: {path}") from None
+        raise ConfigError(
+            f"model.pretrained: file not found: {path} (model.pretrained=null: no weights)"
+        ) from None
     except Exception as err:  # corrupt file or one that is not a plain state dict
         raise ConfigError(f"model.pretrained: cannot read {path}: {type(err).__name__}") from None
+    if not isinstance(weights, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in weights.values()
+    ):
+        raise ConfigError(f"model.pretrained: {path} does not hold a state dict of tensors")
+    return dict(weights)

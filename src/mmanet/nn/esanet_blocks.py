@@ -63,8 +63,9 @@ class PyramidPooling(nn.Module):
 
     With ``reference_size`` None the pooled grid is ``bin x bin`` whatever the input size
     (ESANet's "ppm"); otherwise ("ppm_adaptive", ESANet's "appm") the grid scales with the
-    input: ``bin * round(h / reference_h)`` by ``bin * round(w / reference_w)``, so a network
-    trained on crops sees the same pooling windows on larger test images.
+    input: ``bin * round(h / reference_h)`` by ``bin * round(w / reference_w)`` (halves
+    rounded up, at least 1), so a network trained on crops sees the same pooling windows on
+    larger test images.
     """
 
     def __init__(
@@ -85,7 +86,8 @@ class PyramidPooling(nn.Module):
         if self.reference_size is None:
             return bin_size, bin_size
         ref_h, ref_w = self.reference_size
-        return bin_size * max(1, round(h / ref_h)), bin_size * max(1, round(w / ref_w))
+        # ESANet's int(x + 0.5): halves round up, not to even as round() does
+        return bin_size * max(1, int(h / ref_h + 0.5)), bin_size * max(1, int(w / ref_w + 0.5))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]

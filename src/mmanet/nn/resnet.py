@@ -99,19 +99,27 @@ def init_resnet_weights(module: nn.Module) -> None:
 
 
 class ResNetStem(nn.Module):
-    """conv1 (7x7/2, 64) + bn1 + relu + maxpool (3x3/2) + layer1 + layer2: stride 8 in all.
+    """conv1 (k x k/2, 64) + bn1 + relu + maxpool (3x3/2) + layer1 + layer2: stride 8 in all.
 
     (b, in_channels, h, w) -> (b, 128 * block.expansion, h/8, w/8); ``layers`` is the number
     of blocks in layer1 and layer2 ((2, 2) for ResNet-18, (3, 4) for ResNet-34/50).
+    ``conv1_kernel``: 7 (torchvision's) or 3 (the MMANet authors' resnet18_se); both pad
+    k // 2, so the output size is the same.
     """
 
     FOLDABLE = (("conv1", "bn1"),)
 
     def __init__(
-        self, in_channels: int = 3, block: Block = BasicBlock, layers: Sequence[int] = (2, 2)
+        self,
+        in_channels: int = 3,
+        block: Block = BasicBlock,
+        layers: Sequence[int] = (2, 2),
+        conv1_kernel: int = 7,
     ) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+        self.conv1 = nn.Conv2d(
+            in_channels, 64, conv1_kernel, stride=2, padding=conv1_kernel // 2, bias=False
+        )
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
@@ -126,13 +134,20 @@ class ResNetStem(nn.Module):
 
 
 def load_torchvision_weights(
-    module: nn.Module, state_dict: Mapping[str, torch.Tensor]
+    module: nn.Module, state_dict: Mapping[str, torch.Tensor], complete: bool = False
 ) -> list[str]:
     """Load the keys of ``state_dict`` that ``module`` has (shapes must match); return them.
 
-    Keys the module lacks (e.g. layer3, layer4 and fc for a stem) are ignored.
+    Keys the module lacks (e.g. layer3, layer4 and fc for a stem) are ignored; with
+    ``complete`` every key of the module must be there. Nothing is copied on an error.
     """
     own = module.state_dict()
+    if complete:
+        absent = [key for key in own if key not in state_dict]
+        if absent:
+            raise ValueError(
+                f"no weight {absent[0]!r} ({len(absent)} of the module's {len(own)} missing)"
+            )
     loaded = [key for key in state_dict if key in own]
     for key in loaded:
         if state_dict[key].shape != own[key].shape:

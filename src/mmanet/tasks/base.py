@@ -130,15 +130,19 @@ class Task:
         self,
         model: UnifiedNetwork,
         loader: DataLoader,
-        masks: Sequence[Mask],
+        masks: Sequence[Mask | None],
         device: torch.device | str,
         calibration: DataLoader | None = None,
     ) -> list[dict[str, Any]]:
-        """The metrics of each mask, from one encoder pass per batch."""
-        from mmanet.engine.evaluate import combination_confusions
+        """The metrics of each mask (``None``: each sample's own modalities) over the samples
+        that have its modalities, with their number ``n``; one encoder pass per batch."""
+        from mmanet.engine.evaluate import combination_counts
 
-        confusions = combination_confusions(model, loader, masks, self, device)
-        return [self.metrics_from_confusion(confusion) for confusion in confusions]
+        confusions, samples = combination_counts(model, loader, masks, self, device)
+        return [
+            {**self.metrics_from_confusion(confusion), "n": int(count)}
+            for confusion, count in zip(confusions, samples, strict=True)
+        ]
 
     def metrics_from_confusion(self, confusion: torch.Tensor) -> dict[str, Any]:
         raise NotImplementedError

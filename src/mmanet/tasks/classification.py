@@ -90,7 +90,7 @@ class AntiSpoofingTask(ClassificationTask):
         self,
         model: UnifiedNetwork,
         loader: DataLoader,
-        masks: Sequence[Mask],
+        masks: Sequence[Mask | None],
         device: torch.device | str,
         calibration: DataLoader | None = None,
     ) -> list[dict[str, Any]]:
@@ -101,18 +101,27 @@ class AntiSpoofingTask(ClassificationTask):
         if self.threshold == "val_eer":
             if calibration is None:
                 raise ValueError("threshold=val_eer needs a calibration split")
-            calib_scores, calib_labels = combination_scores(model, calibration, masks, device)
+            calibrate, truth, has = combination_scores(model, calibration, masks, device)
             thresholds = [
-                equal_error_threshold(calib_scores[i, :, bona_fide], calib_labels, bona_fide)
+                equal_error_threshold(calibrate[i, has[i], bona_fide], truth[has[i]], bona_fide)
                 for i in range(len(masks))
             ]
         else:
             thresholds = [float(self.threshold)] * len(masks)
-        scores, labels = combination_scores(model, loader, masks, device)
+        scores, labels, eligible = combination_scores(model, loader, masks, device)
         results = []
         for i, threshold in enumerate(thresholds):
-            confusion = binary_confusion(scores[i, :, bona_fide], labels, bona_fide, threshold)
-            results.append({**classification_metrics(confusion, bona_fide), "threshold": threshold})
+            keep = eligible[i]
+            confusion = binary_confusion(
+                scores[i, keep, bona_fide], labels[keep], bona_fide, threshold
+            )
+            results.append(
+                {
+                    **classification_metrics(confusion, bona_fide),
+                    "threshold": threshold,
+                    "n": int(keep.sum()),
+                }
+            )
         return results
 
 

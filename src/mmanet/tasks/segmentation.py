@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -32,6 +32,8 @@ class SegmentationTask(Task):
     demo_methods = "headline"
     demo_seeds = 3  # one seed cannot separate them (docs/demo.md)
     sample_scores = False  # a score map per pixel
+    # a class absent from both labels and predictions in the mIoU: config.miou_absent
+    miou_absent: Literal["skip", "zero"] = "skip"
 
     @classmethod
     def from_config(cls, data: DataBundle, config: Config) -> Task:
@@ -41,7 +43,9 @@ class SegmentationTask(Task):
 
             source = data.train_eval or data.train
             weights = median_frequency_weights(source, data.num_classes).float()
-        return cls(data.class_names, data.ignore_index, weights)
+        task = cls(data.class_names, data.ignore_index, weights)
+        task.miou_absent = config.miou_absent
+        return task
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy per labelled pixel (``ignore_index`` skipped): the (class-weighted)
@@ -82,7 +86,7 @@ class SegmentationTask(Task):
     def metrics_from_confusion(self, confusion: torch.Tensor) -> dict[str, Any]:
         from mmanet.metrics import iou_metrics
 
-        return iou_metrics(confusion)
+        return iou_metrics(confusion, self.miou_absent)
 
     def prediction(self, logits: torch.Tensor) -> dict[str, Any]:
         return {"label_map": logits.argmax(dim=0).cpu().numpy().astype(np.uint8)}

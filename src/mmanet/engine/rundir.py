@@ -1,0 +1,150 @@
+"""A run's folder: whether a run may write into it (runs never mix), what it may change
+when it resumes, and the summary printed when a run starts."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import yaml
+from torch.utils.data import Dataset
+
+from mmanet.config import Config, build_config, differences, to_dict
+from mmanet.data import DataBundle
+from mmanet.engine.checkpoint import RUN_RECORD, checkpoint_dir, latest_checkpoint
+from mmanet.engine.selection import Validation
+from mmanet.errors import ConfigError
+
+# Keys that say how a run runs, not what it computes: a resumed run (or a comparison
+# reusing a finished one) may have other values.
+RUNTIME_KEYS = (
+    "progress",
+    "tensorboard",
+    "threads",
+    "device",
+    "data.num_workers",
+    "data.eval_batch_size",
+    "data.cache_dir",
+)
+# a resumed run may also train longer, or have moved to another folder
+RESUMABLE_KEYS = (*RUNTIME_KEYS, "optim.epochs", "out")
+ARTEFACTS = (  # what a run writes into its folder (removed by --overwrite)
+    "config.yaml",
+    RUN_RECORD,
+    "checkpoints",
+    "log.jsonl",
+    "log.csv",
+    "miner.json",
+    "curves.png",
+    "tensorboard",
+    "predictions",
+)
+
+
+def holds_run(run_dir: Path) -> bool:
+    """Whether the folder holds a run (its config or a checkpoint)."""
+    return (run_dir / "config.yaml").is_file() or checkpoint_dir(run_dir).is_dir()
+
+
+def changed_keys(saved: Config, config: Config, allowed: tuple[str, ...]) -> list[str]:
+    """The dotted keys whose values differ between two configs, except ``allowed``."""
+    found = differences(to_dict(saved), to_dict(config))
+    return [f"{key}: {a!r} -> {b!r}" for key, a, b in found if key not in allowed]
+
+
+def saved_config(run_dir: Path) -> Config:
+    return build_config(overrides=yaml.safe_load((run_dir / "config.yaml").read_text()) or {})
+
+
+def prepare(run_dir: Path, config: Config, resume: bool, overwrite: bool) -> bool:
+    """Check that the run may write into ``run_dir`` and return whether it resumes.
+
+    Training into a folder that holds another run is an error, unless ``resume`` (the
+    same config but for :data:`RESUMABLE_KEYS`, and a checkpoint to continue from) or
+    ``overwrite`` (then :func:`clear` removes the run's files). Reads only: under data
+    parallelism every process checks before any writes (the trainer waits between)."""
+    if resume:
+        if latest_checkpoint(run_dir) is None:
+            raise ConfigError(
+                f"{run_dir}: nothing to resume (no checkpoint); train without --resume"
+            )
+        if (run_dir / "config.yaml").is_file():
+            changed = changed_keys(saved_config(run_dir), config, RESUMABLE_KEYS)
+            if changed:
+                raise ConfigError(
+                    f"{run_dir}: --resume with another configuration ({'; '.join(changed)}); "
+                    f"only {', '.join(RESUMABLE_KEYS)} may change"
+                )
+        return True
+    if holds_run(run_dir) and not overwrite:
+        raise ConfigError(
+            f"{run_dir} holds another run; choose another out=, continue it with --resume, "
+            "or replace it with --overwrite"
+        )
+    return False
+
+
+def clear(run_dir: Path) -> None:
+    """Remove a run's files from ``run_dir`` (``--overwrite``); other files stay."""
+    for name in ARTEFACTS:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    for stale in run_dir.glob("results_*.json"):
+        stale.unlink()
+
+
+def run_record(method: str, epoch: int, last: str, previous: dict, validation: Validation) -> dict:
+    """The run's record (``run.json``): its last and best checkpoints (folders relative to
+    the run), the validation, and which checkpoint is its result (``default``: the best
+    validated one, else the last)."""
+    return {
+        "format": "mmanet-run-1",
+        "method": method,
+        "epochs": epoch,
+        "last": last,
+        "best": previous.get("best"),
+        "best_epoch": validation.best_epoch,
+        "validation": {"metric": validation.metric, "best": validation.best}
+        if validation.enabled
+        else None,
+        "stopped_early": validation.should_stop,
+        "default": "best" if validation.enabled else "last",
+    }
+
+
+def summary(config: Config, data: DataBundle, train: Dataset, device: str) -> str:
+    """What a run is about to do: the method, the data (split sizes, classes, modalities
+    and how many training samples have each), the device and the output folder."""
+    names = list(data.modalities)
+    table = data.availability(data.train)
+    lines = [
+        f"mmanet: {config.method.name} on {config.data.name}: {data.num_classes} classes, "
+        f"modalities {', '.join(names)}; device {device}; writing to {config.out}",
+    ]
+    used = f" (training on {len(train)})" if len(train) != len(data.train) else ""
+    lines.append(
+        f"  samples: train {len(data.train)}{used}, val {len(data.val)}, test {len(data.test)}"
+    )
+    if not bool(table.all()):
+        shares = ", ".join(
+            f"{name} {100 * float(table[:, i].float().mean()):.0f} %"
+            for i, name in enumerate(names)
+        )
+        complete = 100 * float(table.all(dim=1).float().mean())
+        lines.append(f"  training samples with each modality: {shares}; complete {complete:.0f} %")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "RESUMABLE_KEYS",
+    "RUNTIME_KEYS",
+    "changed_keys",
+    "clear",
+    "holds_run",
+    "prepare",
+    "run_record",
+    "summary",
+]

@@ -1,0 +1,76 @@
+"""Validation during training and model selection: every ``validation.every`` epochs (and
+after the last) the network is evaluated on the val split; the average over the
+combinations of the selection metric decides the best epoch, whose checkpoint is kept
+(``checkpoints/best-epoch-NNNN``); with ``validation.patience`` the run stops after that
+many validations without a better one."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from mmanet.config import ValidationConfig
+from mmanet.errors import ConfigError
+from mmanet.report import LOWER_IS_BETTER
+from mmanet.tasks import Task
+
+
+class Validation:
+    """When to validate, which epoch is the best so far, and whether to stop early."""
+
+    def __init__(self, cfg: ValidationConfig, task: Task, epochs: int) -> None:
+        self.every, self.patience, self.epochs = cfg.every, cfg.patience, epochs
+        self.metric = cfg.metric or task.default_metric
+        if self.metric not in task.metrics:
+            raise ConfigError(
+                f"validation.metric={self.metric!r} is not a metric of the "
+                f"{task.name} task: {', '.join(task.metrics)}"
+            )
+        self.lower_is_better = self.metric in LOWER_IS_BETTER
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self.stale = 0  # validations since the best one
+
+    @property
+    def enabled(self) -> bool:
+        return self.every > 0
+
+    def due(self, epoch: int) -> bool:
+        """Whether to validate after (1-based) ``epoch``."""
+        return self.enabled and (epoch % self.every == 0 or epoch == self.epochs)
+
+    def record(self, epoch: int, report: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """The log row of a validation report (the average and every combination of the
+        metric) and whether it is the best so far."""
+        value = float(report["average"][self.metric])
+        row: dict[str, Any] = {f"val/{self.metric}": value}
+        row.update(
+            {
+                f"val/{self.metric}/{name}": m[self.metric]
+                for name, m in report["combinations"].items()
+            }
+        )
+        better = self.best is None or (
+            not math.isnan(value)
+            and (value < self.best if self.lower_is_better else value > self.best)
+        )
+        if better:
+            self.best, self.best_epoch, self.stale = value, epoch, 0
+        else:
+            self.stale += 1
+        return row, better
+
+    @property
+    def should_stop(self) -> bool:
+        """Early stopping: ``patience`` validations in a row without a better one."""
+        return self.patience > 0 and self.stale >= self.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch, "stale": self.stale}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+        self.stale = int(state["stale"])
+
+
+__all__ = ["Validation"]
