@@ -156,12 +156,13 @@ def write(reports: dict[tuple, dict[str, Any]], args: argparse.Namespace) -> Non
         lines.append("| training | incomplete | " + " | ".join(columns) + " |")
         lines.append("|---|---:|" + "---:|" * len(columns))
         for title in TITLES.values():
+            shown = title.replace("SF-MD", "ESANet-MD") if task == "segmentation" else title
             means = []
             for fraction in args.fractions:
                 values = cell["rows"].get(f"{title}|{fraction:g}")
                 if not values:
                     continue
-                row = [f"{title}", f"{100 * fraction:.0f} %"]
+                row = [shown, f"{100 * fraction:.0f} %"]
                 for column in columns:
                     seeds = [v[column] for v in values]
                     spread = statistics.stdev(seeds) if len(seeds) > 1 else 0.0
@@ -172,7 +173,7 @@ def write(reports: dict[tuple, dict[str, Any]], args: argparse.Namespace) -> Non
                 means.append((100 * fraction, statistics.fmean(averages), spread))
             if means:
                 x, y, e = zip(*means, strict=True)
-                axis.errorbar(x, y, yerr=e, marker="o", capsize=3, label=title)
+                axis.errorbar(x, y, yerr=e, marker="o", capsize=3, label=shown)
         axis.set_xlabel("incomplete training samples (%)")
         axis.set_ylabel(f"average {metric} over the combinations (%)")
         axis.set_title(task)
