@@ -313,8 +313,11 @@ def write(summary: dict[str, Any], args: argparse.Namespace) -> None:
         ]
         for row in result["rows"].values():
             alpha = "—" if row["alpha"] is None else f"{row['alpha']:.4g}"
+            title = TITLES[row["method"]]
+            if task == "segmentation":
+                title = title.replace("SF-", "ESANet-")
             lines.append(
-                f"| {row['formulation'] or '—'} | {TITLES[row['method']]} | {alpha} | "
+                f"| {row['formulation'] or '—'} | {title} | {alpha} | "
                 f"{spread(row['test_average'])} | {spread(row['test_single_average'])} | "
                 f"{spread(row['val_average'])} |"
             )
