@@ -56,7 +56,13 @@ def init(out: str, extra: list[str]) -> None:
 def settings(formulation: str | None = None, alpha: float | None = None) -> dict[str, Any]:
     from mmanet.config import deep_merge, parse_overrides
 
-    layer: dict[str, Any] = {"progress": False, "tensorboard": False, "method": {}}
+    # the pool's workers are daemons: their loaders read in-process (a runtime setting)
+    layer: dict[str, Any] = {
+        "progress": False,
+        "tensorboard": False,
+        "data": {"num_workers": 0},
+        "method": {},
+    }
     if formulation is not None:
         layer["method"]["formulation"] = formulation
     if alpha is not None:
@@ -149,8 +155,11 @@ def main() -> None:
     init(args.out, args.overrides)
     seeds = range(args.seeds)
     from mmanet.config import build_config
+    from mmanet.data import build_data
     from mmanet.experiment import demo_config_path
 
+    for task in args.tasks:  # generated data (the rendered scenes) are made here, once
+        build_data(build_config(demo_config_path(task), settings()).data)
     context = multiprocessing.get_context("spawn")
     summary: dict[str, Any] = {}
     with context.Pool(args.jobs, initializer=init, initargs=(args.out, args.overrides)) as pool:

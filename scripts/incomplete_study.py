@@ -36,7 +36,8 @@ def overrides(fraction: float, seed: int) -> dict[str, Any]:
     from mmanet.config import deep_merge, parse_overrides
 
     study = {
-        "data": {"missing_fraction": fraction, "missing_seed": seed},
+        # the pool's workers are daemons: their loaders read in-process (a runtime setting)
+        "data": {"missing_fraction": fraction, "missing_seed": seed, "num_workers": 0},
         "progress": False,
         "tensorboard": False,
     }
@@ -104,6 +105,13 @@ def main() -> None:
     students = [
         (t, f, s, v, m) for t, f, s in grid for v in VARIANTS for m in METHODS if f or v == "all"
     ]
+    init(args.out, args.overrides)
+    from mmanet.config import build_config
+    from mmanet.data import build_data
+    from mmanet.experiment import demo_config_path
+
+    for task in args.tasks:  # generated data (the rendered scenes) are made here, once
+        build_data(build_config(demo_config_path(task), overrides(0.0, 0)).data)
     context = multiprocessing.get_context("spawn")
     with context.Pool(args.jobs, initializer=init, initargs=(args.out, args.overrides)) as pool:
         for done, _ in enumerate(pool.imap_unordered(run, teachers), start=1):
