@@ -115,3 +115,21 @@ def test_predict_bad_input_is_one_line(demo_run, tmp_path, capsys, monkeypatch, 
     assert main(["predict", "--checkpoint", str(demo_run), *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_an_operator_the_exporter_cannot_write_is_one_line(demo_run, tmp_path, capfd, monkeypatch):
+    """The exporter's failure (it also prints its whole graph) becomes one line naming the
+    network and the operator, exit 1, and no file."""
+    import os
+
+    def fails(*args, **kwargs):
+        os.write(2, b"Torch IR graph at exception: graph(...)\n")
+        raise RuntimeError("Unsupported: ONNX export of operator foo_op. Please report it\nmore")
+
+    monkeypatch.setattr(torch.onnx, "export", fails)
+    out = tmp_path / "demo.onnx"
+    assert main(["export", "--checkpoint", str(demo_run), "--out", str(out)]) == 1
+    err = capfd.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Torch IR graph" not in err
+    assert "model.name=multiview" in err and "foo_op" in err and "nothing was written" in err
+    assert list(tmp_path.iterdir()) == []

@@ -13,7 +13,13 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from mmanet.errors import USER_ERRORS, DataError, TrainingError, TrainingInterrupted
+from mmanet.errors import (
+    USER_ERRORS,
+    DataError,
+    ExportError,
+    TrainingError,
+    TrainingInterrupted,
+)
 
 
 class LazyChoices:
@@ -356,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as err:
         print(f"mmanet: error: {err}", file=sys.stderr)
         return 2
-    except TrainingError as err:
+    except (TrainingError, ExportError) as err:
         print(f"mmanet: error: {err}", file=sys.stderr)
         return 1
     except TrainingInterrupted as err:

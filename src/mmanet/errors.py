@@ -1,7 +1,8 @@
 """Every error a user can cause, at the bottom of the import graph (no torch, no mmanet).
 
 The CLI prints a :data:`USER_ERRORS` error as one line and exits with code 2; a
-:class:`TrainingError` with code 1; :class:`TrainingInterrupted` with 128 + the signal.
+:class:`TrainingError` or :class:`ExportError` with code 1; :class:`TrainingInterrupted`
+with 128 + the signal.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ class CheckpointError(ValueError):
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. a non-finite loss); the message names where and why."""
+
+
+class ExportError(RuntimeError):
+    """The network has an operator the ONNX exporter cannot write; nothing was written."""
 
 
 class TrainingInterrupted(Exception):

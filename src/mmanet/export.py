@@ -12,8 +12,12 @@ between onnxruntime and PyTorch per combination on random inputs.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,7 @@ from torch import nn
 
 from mmanet.data import input_reader
 from mmanet.engine.network import checkpoint_config, load_network
+from mmanet.errors import ExportError
 from mmanet.io import atomic_write_json
 from mmanet.modality import Modalities
 from mmanet.models import Builder, UnifiedNetwork
@@ -39,6 +44,29 @@ class DeploymentGraph(nn.Module):
         *inputs, mask = args
         encoded = self.model.encode(dict(zip(self.model.modalities, inputs, strict=True)))
         return self.model.fuse(encoded, mask).logits
+
+
+@contextlib.contextmanager
+def _silenced() -> Iterator[None]:
+    """Standard output and error discarded, at the Python and the file-descriptor level
+    (the TorchScript exporter also writes from C++)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            os.dup2(null.fileno(), 2)
+            with (
+                contextlib.redirect_stdout(io.StringIO()),
+                contextlib.redirect_stderr(io.StringIO()),
+            ):
+                yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
 
 
 def example_inputs(
@@ -81,16 +109,27 @@ def export_onnx(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the tracer's and the legacy exporter's notes
-            torch.onnx.export(
-                graph,
-                inputs,
-                str(tmp),
-                input_names=input_names,
-                output_names=["logits"],
-                dynamic_axes={name: {0: "batch"} for name in [*input_names, "logits"]},
-                opset_version=opset,
-                dynamo=False,
-            )
+            try:
+                with _silenced():  # on failure the exporter prints its whole graph
+                    torch.onnx.export(
+                        graph,
+                        inputs,
+                        str(tmp),
+                        input_names=input_names,
+                        output_names=["logits"],
+                        dynamic_axes={name: {0: "batch"} for name in [*input_names, "logits"]},
+                        opset_version=opset,
+                        dynamo=False,
+                    )
+            except Exception as err:  # the exporter's own errors name the operator first
+                lines = str(err).strip().splitlines() or [""]
+                reason = lines[0].split(" Please ")[0].split(" [Caused by")[0][:200]
+                name = (meta.get("config") or {}).get("model", {}).get("name", "this")
+                raise ExportError(
+                    f"{checkpoint}: the model.name={name} network cannot be exported to ONNX "
+                    f"with torch {torch.__version__} ({type(err).__name__}: {reason}); "
+                    "nothing was written"
+                ) from None
         verification = verify(graph, str(tmp), inputs, names, masks)
         os.replace(tmp, out)
     finally:
