@@ -97,7 +97,7 @@ def predict_manifest(
     """One row of probabilities per manifest row (CSV: one path column per modality, paths
     relative to the manifest's folder; an empty cell is a missing modality); returns the
     number of rows written."""
-    from mmanet.data.manifest import read_records
+    from mmanet.data.manifest import cell_path, read_records
     from mmanet.io import atomic_write_text
 
     model, meta = load_network(checkpoint, select=select)
@@ -112,7 +112,8 @@ def predict_manifest(
     lines = [",".join(["row", "modalities", *names])]
     for index, row in enumerate(rows):
         where = f"{manifest}: line {index + 2}"
-        given = {c: manifest.parent / row[c].strip() for c in columns if (row[c] or "").strip()}
+        named = {c: cell_path(manifest, row[c]) for c in columns}
+        given = {c: path for c, path in named.items() if path is not None}
         if not given:
             raise DataError(f"{where}: no modality given")
         inputs = {}

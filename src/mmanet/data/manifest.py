@@ -127,6 +127,13 @@ def shape_message(
     return f"{where}: {path} has shape {shape}, the other {name!r} files {expected}"
 
 
+def cell_path(manifest: Path, cell: str | None) -> Path | None:
+    """The file a manifest cell names, relative to the manifest's folder (or absolute);
+    None for an empty cell (a missing modality). Training and ``predict --manifest`` alike."""
+    value = (cell or "").strip()
+    return manifest.parent / value if value else None
+
+
 def read_records(manifest: Path) -> tuple[list[str], list[dict[str, str]]]:
     """The header and the rows of a CSV file (UTF-8, a byte-order mark skipped)."""
     try:
@@ -308,10 +315,8 @@ def load_manifest(
             raise DataError(f"{manifest}: the {split} split is empty")
     check_classes(manifest, labels, class_names, indices, ints)
 
-    base = manifest.parent
     rows: list[Row] = [
-        {name: base / record[name].strip() if record[name].strip() else None for name in modalities}
-        for record in records
+        {name: cell_path(manifest, record[name]) for name in modalities} for record in records
     ]
     for line, row in zip(lines, rows, strict=True):  # fail before training, not in the middle
         for path in row.values():

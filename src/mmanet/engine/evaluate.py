@@ -6,7 +6,7 @@ The loops live here; what is counted and which metrics come of it is the task's
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -34,6 +34,26 @@ def _eligible(masks: torch.Tensor, available: torch.Tensor | None) -> torch.Tens
     return (masks[:, None, :] <= available[None, :, :]).all(dim=2)
 
 
+def _each_mask(
+    model: UnifiedNetwork,
+    encoded: Any,
+    masks: Sequence[Mask | None],
+    mask_tensor: torch.Tensor,
+    available: torch.Tensor | None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Per mask of ``masks``, from one batch's encoded inputs: the logits (b, k, ...) and
+    which samples have all its modalities (None: every sample). ``mask_tensor`` holds the
+    masks that are not None, in order; None stands for each sample's own modalities."""
+    logits = iter(model.predict_masks(encoded, mask_tensor))  # (c, b, k, ...)
+    eligible = _eligible(mask_tensor, available)
+    rows = iter(eligible) if eligible is not None else None
+    for mask in masks:
+        if mask is None:
+            yield model.fuse(encoded, available).logits, None
+        else:
+            yield next(logits), next(rows) if rows is not None else None
+
+
 @torch.no_grad()
 def combination_counts(
     model: UnifiedNetwork,
@@ -58,23 +78,12 @@ def combination_counts(
         inputs = {name: v.to(device, non_blocking=True) for name, v in inputs.items()}
         available = inputs.pop(AVAILABLE_KEY, None)
         labels = labels.to(device, non_blocking=True)
-        encoded = model.encode(inputs)
-        predictions = model.predict_masks(encoded, mask_tensor).argmax(dim=2)  # (c, b, ...)
-        eligible = _eligible(mask_tensor, available)
-        column = 0
-        for i, mask in enumerate(masks):
-            if mask is None:
-                own = model.fuse(encoded, available).logits.argmax(dim=1)
-                total[i] += task.confusion(own, labels)
-                samples[i] += len(labels)
-                continue
-            chosen, column = predictions[column], column + 1
-            if eligible is not None:
-                keep = eligible[column - 1]
-                chosen, kept_labels = chosen[keep], labels[keep]
-            else:
-                kept_labels = labels
-            total[i] += task.confusion(chosen, kept_labels)
+        outputs = _each_mask(model, model.encode(inputs), masks, mask_tensor, available)
+        for i, (logits, keep) in enumerate(outputs):
+            predicted, kept_labels = logits.argmax(dim=1), labels
+            if keep is not None:
+                predicted, kept_labels = predicted[keep], labels[keep]
+            total[i] += task.confusion(predicted, kept_labels)
             samples[i] += len(kept_labels)
     model.train(was_training)
     return distributed.all_reduce_sum(total).cpu(), distributed.all_reduce_sum(samples).cpu()
@@ -110,22 +119,11 @@ def combination_scores(
     for inputs, batch_labels in loader:
         inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
         available = inputs.pop(AVAILABLE_KEY, None)
-        encoded = model.encode(inputs)
-        per_mask = iter(model.predict_masks(encoded, mask_tensor))  # (c, b, k)
-        has = _eligible(mask_tensor, available)
-        rows = iter(has) if has is not None else None
-        batch_scores, batch_eligible = [], []
-        for mask in masks:
-            every = torch.ones(len(batch_labels), dtype=torch.bool, device=encoded.present.device)
-            if mask is None:
-                batch_scores.append(model.fuse(encoded, available).logits)
-                batch_eligible.append(every)
-            else:
-                batch_scores.append(next(per_mask))
-                batch_eligible.append(next(rows) if rows is not None else every)
-        scores.append(torch.stack(batch_scores).float().softmax(dim=2).cpu())
+        outputs = list(_each_mask(model, model.encode(inputs), masks, mask_tensor, available))
+        every = torch.ones(len(batch_labels), dtype=torch.bool)
+        scores.append(torch.stack([logits for logits, _ in outputs]).float().softmax(dim=2).cpu())
         labels.append(batch_labels)
-        eligible.append(torch.stack(batch_eligible).cpu())
+        eligible.append(torch.stack([every if k is None else k.cpu() for _, k in outputs]))
     model.train(was_training)
     scores_all = distributed.all_gather_cat(torch.cat(scores, dim=1), dim=1)
     eligible_all = distributed.all_gather_cat(torch.cat(eligible, dim=1), dim=1)
