@@ -295,11 +295,12 @@ def write(summary: dict[str, Any], args: argparse.Namespace) -> None:
         "# The ablations under both formulations",
         "",
         "MAD vs SP (paper Table 6) and MAR vs SR (Table 7) under `method.formulation=paper` "
-        "and `authors` ([docs/method.md](../method.md#formulations)). α was chosen on the val "
-        "split (mean over seeds) from `α_demo · s · g` over a grid of `g` (given per task), "
-        "`s` the measured factor that brings each loss to the paper MAD's scale on the same "
-        "features, so `g = 1` is every loss at the demo's α and equal scale; the test "
-        "numbers are those runs' (mean ± std over seeds "
+        "and `authors` ([docs/method.md](../method.md#formulations)). Each α is "
+        "`α_demo · s · g`, `s` the measured factor that brings each loss to the paper MAD's "
+        "scale on the same features, so `g = 1` is every loss at the demo's α and equal "
+        "scale. Where a task's grid of `g` (given per task) has several points, the α with "
+        "the best val average (mean over seeds) was chosen; where it is `1` alone, there was "
+        "no search. The numbers are those runs' (mean ± std over seeds "
         f"{', '.join(map(str, range(args.seeds)))}). β is the demo's. Command: "
         "`python scripts/formulation_study.py`.",
     ]

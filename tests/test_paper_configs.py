@@ -104,7 +104,7 @@ def test_the_sf_paper_network_runs_a_real_batch():
 AUTHORS = {
     "casia_surf": {
         "optim": ("sgd", 1e-3, 0.9, True, 5e-4, 100, "step", "step"),
-        "schedule": (5, [16, 33, 50], 0.1),
+        "schedule": (5, [21, 38, 55], 0.1),  # their 16, 33, 50 behind a 5-epoch shift
         "data": (64, 112, 144, 30.0),
     },
     "nyuv2": {
@@ -291,6 +291,59 @@ def onecycle_by_hand(step: int, total: int, peak: float, pct: float) -> float:
     if step <= rise_end:
         return cosine(start, peak, step / rise_end)
     return cosine(peak, end, (step - rise_end) / (total - 1 - rise_end))
+
+
+def authors_classification_lr(epoch: int, base: float = 1e-3) -> float:
+    """The lr of the authors' classification loop epoch ``epoch``, by hand. Their loop
+    counts from 0 and skips every batch of loop epoch 0, so their loop epoch e is our
+    (1-based) epoch e, and their begin epoch (``epoch > 5``) our ``N = 5``.
+
+    Their GradualWarmupScheduler (multiplier 1, total_epoch 5) wraps MultiStepLR(16, 33,
+    50) and is stepped with ``epoch=e`` at the end of loop epoch ``e``: ``e <= 5`` sets
+    ``base * e / 5``; ``e = 6`` hands over at ``base``; from ``e = 7`` on it steps the
+    MultiStepLR with ``e - 5``, which sets ``base * 0.1 ** (milestones <= e - 5)``.
+    Loop epoch ``epoch`` runs at what the step after ``epoch - 1`` set (loop epoch 0 at
+    the constructor's ``base * 0 / 5``; it skips every batch anyway)."""
+    last = epoch - 1  # the last step before this epoch
+    if last <= 5:
+        return base * max(last, 0) / 5
+    if last == 6:
+        return base
+    return base * 0.1 ** sum(last - 5 >= m for m in (16, 33, 50))
+
+
+def test_the_classification_lr_is_the_authors_after_the_warmup():
+    """Their warm-up wrapper shifts the MultiStepLR by 5 epochs: their decays fall at loop
+    epochs 22, 39 and 56, and so do ours (milestones 21, 38, 55: epoch m + 1 is the first
+    decayed one). Their loop epoch 0 trains nothing and loop epoch 1 trains at lr 0; ours
+    starts at the first warm-up step's lr / (5 * steps per epoch)."""
+    from mmanet.engine.schedule import build_scheduler
+
+    steps = 3  # iterations per epoch: the warm-up is per iteration, the decays per epoch
+    for folder in ("casia_surf", "cefa"):
+        optim = build_config(CONFIGS / folder / "mmanet.yaml").optim
+        assert (optim.step_every, optim.epochs) == ("step", 100)
+        parameter = torch.nn.Parameter(torch.zeros(1))
+        optimizer = torch.optim.SGD([parameter], lr=optim.lr, momentum=0.9, nesterov=True)
+        scheduler = build_scheduler(optimizer, optim, steps_per_epoch=steps)
+        lrs = {}  # 1-based epoch -> the lr of each of its iterations
+        for epoch in range(1, optim.epochs + 1):
+            lrs[epoch] = []
+            for _ in range(steps):
+                lrs[epoch].append(optimizer.param_groups[0]["lr"])
+                optimizer.step()
+                scheduler.step()
+        # the first epoch trains, from lr / 15, not at their 0
+        assert lrs[1][0] == pytest.approx(1e-3 / 15) and lrs[1][0] > 0
+        assert authors_classification_lr(1) == 0.0
+        assert lrs[5][-1] == pytest.approx(1e-3)  # the warm-up's end
+        by_hand = {6: 1e-3, 21: 1e-3, 22: 1e-4, 38: 1e-4, 39: 1e-5, 55: 1e-5, 56: 1e-6}
+        for epoch, lr in by_hand.items():
+            assert authors_classification_lr(epoch) == pytest.approx(lr), epoch
+            assert lrs[epoch] == pytest.approx([lr] * steps), epoch
+        for epoch in range(6, optim.epochs + 1):  # every epoch after the warm-up: theirs
+            expected = authors_classification_lr(epoch)
+            assert lrs[epoch] == pytest.approx([expected] * steps, rel=1e-12), epoch
 
 
 def test_the_nyuv2_schedule_is_onecycle_over_300_epochs():
