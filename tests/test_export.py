@@ -3,18 +3,23 @@ onnxruntime against PyTorch."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import onnxruntime
 import pytest
 import torch
+from torch import nn
 
 from conftest import fast_overrides
 from mmanet.cli import main
 from mmanet.config import build_config
 from mmanet.data import ArrayReader
 from mmanet.engine import Trainer, load_network
+from mmanet.models import MODELS, from_encoders
 
 
 @pytest.fixture(scope="module")
@@ -117,19 +122,122 @@ def test_predict_bad_input_is_one_line(demo_run, tmp_path, capsys, monkeypatch, 
     assert message in err and err.count("\n") == 1
 
 
-def test_an_operator_the_exporter_cannot_write_is_one_line(demo_run, tmp_path, capfd, monkeypatch):
-    """The exporter's failure (it also prints its whole graph) becomes one line naming the
-    network and the operator, exit 1, and no file."""
-    import os
+class SpectrumEncoder(nn.Module):
+    """(b, n) -> (b, 8): a linear map of the magnitude spectrum. ``torch.fft.rfft`` is an
+    operator the TorchScript ONNX exporter cannot write."""
 
-    def fails(*args, **kwargs):
-        os.write(2, b"Torch IR graph at exception: graph(...)\n")
-        raise RuntimeError("Unsupported: ONNX export of operator foo_op. Please report it\nmore")
+    def __init__(self, length: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(length // 2 + 1, 8)
 
-    monkeypatch.setattr(torch.onnx, "export", fails)
-    out = tmp_path / "demo.onnx"
-    assert main(["export", "--checkpoint", str(demo_run), "--out", str(out)]) == 1
-    err = capfd.readouterr().err.strip()
-    assert err.count("\n") == 0 and "Torch IR graph" not in err
-    assert "model.name=multiview" in err and "foo_op" in err and "nothing was written" in err
-    assert list(tmp_path.iterdir()) == []
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(torch.fft.rfft(x).abs())
+
+
+class ExportDiffers(nn.Module):
+    """(b, n) -> (b, n): the identity, doubled while it is exported (a traced graph that
+    disagrees with PyTorch)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2.0 if torch.onnx.is_in_onnx_export() else x
+
+
+def user_run(root: Path, mfeat, name: str, encoder) -> Path:
+    """One epoch of the user network ``name`` (registered only meanwhile) with
+    ``encoder(length)`` per view."""
+    shapes = mfeat.input_shapes
+    MODELS.register(name, from_encoders(lambda: {n: encoder(s[0]) for n, s in shapes.items()}))
+    run = root / name
+    short = {"optim.epochs": 2, "optim.warmup_epochs": 0, "optim.milestones": "[]"}
+    extra = {**short, "method.name": "teacher", "model.name": name}
+    try:
+        config = build_config("configs/mfeat/demo.yaml", fast_overrides(run, **extra))
+        Trainer(config, mfeat).fit(stop_after=1)
+    except BaseException:
+        MODELS.unregister(name)
+        raise
+    return run
+
+
+@pytest.fixture
+def spectrum_run(tmp_path, mfeat):
+    """A registered user network whose encoders use ``torch.fft.rfft``."""
+    yield user_run(tmp_path, mfeat, "spectrum", SpectrumEncoder)
+    MODELS.unregister("spectrum")
+
+
+def test_an_operator_the_exporter_cannot_write_is_one_line(spectrum_run, tmp_path, capfd):
+    """The exporter's failure (it also prints its whole graph from C++) becomes one line
+    naming the network and the operator, exit 1, and no file."""
+    out = tmp_path / "out" / "spectrum.onnx"
+    capfd.readouterr()
+    assert main(["export", "--checkpoint", str(spectrum_run), "--out", str(out)]) == 1
+    captured = capfd.readouterr()
+    err = captured.err.strip()
+    assert err.count("\n") == 0 and "Torch IR graph" not in captured.out + err
+    assert "the model.name=spectrum network cannot be exported to ONNX with torch" in err
+    assert "fft_rfft" in err and "nothing was written" in err
+    assert list(out.parent.iterdir()) == []
+
+
+def test_onnxruntime_disagreeing_with_pytorch_is_one_line(tmp_path, mfeat, capsys):
+    """An exported graph whose logits differ from PyTorch's: exit 1, the largest difference
+    and its combination named, no file."""
+    run = user_run(tmp_path, mfeat, "export_differs", lambda length: ExportDiffers())
+    try:
+        out = tmp_path / "out" / "differs.onnx"
+        capsys.readouterr()
+        assert main(["export", "--checkpoint", str(run), "--out", str(out)]) == 1
+    finally:
+        MODELS.unregister("export_differs")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "onnxruntime's logits differ from PyTorch's by" in err
+    assert "(tolerance " in err and "nothing was written" in err
+    assert list(out.parent.iterdir()) == []
+
+
+def writable(folder: Path) -> bool:
+    """Whether a file can be made in ``folder`` (then removed), whatever its permissions say."""
+    probe = folder / "probe"
+    try:
+        probe.touch()
+    except PermissionError:
+        return False
+    probe.unlink()
+    return True
+
+
+@pytest.mark.parametrize("case", ["read-only folder", "a file in the way"])
+def test_an_out_folder_that_cannot_be_written_is_one_line(
+    demo_run, tmp_path, capsys, monkeypatch, case
+):
+    """Found before the export: one line naming the folder and the system's reason, exit 1
+    (the system refused a write), nothing written."""
+    if case == "read-only folder":
+        folder = tmp_path / "locked"
+        folder.mkdir()
+        folder.chmod(0o500)
+        message = f"cannot write in the folder {folder} (Permission denied)"
+        if writable(folder):  # root ignores permission bits: the refusal, as the system says it
+            real_open = Path.open
+
+            def refuse(path, *args, **kwargs):
+                if path.parent == folder:
+                    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+                return real_open(path, *args, **kwargs)
+
+            monkeypatch.setattr(Path, "open", refuse)
+    else:
+        (tmp_path / "notes.txt").write_text("a file, not a folder")
+        folder = tmp_path / "notes.txt" / "onnx"
+        message = f"cannot create the folder {folder} (Not a directory)"
+    out = folder / "model.onnx"
+    try:
+        assert main(["export", "--checkpoint", str(demo_run), "--out", str(out)]) == 1
+    finally:
+        if folder.is_dir():
+            folder.chmod(0o700)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{out}: {message}; nothing was written" in err
+    assert "cannot be exported" not in err
+    assert not folder.exists() or list(folder.iterdir()) == []

@@ -37,7 +37,8 @@ class TrainingError(RuntimeError):
 
 
 class ExportError(RuntimeError):
-    """The network has an operator the ONNX exporter cannot write; nothing was written."""
+    """The network cannot be exported to ONNX (an operator the exporter cannot write, or
+    onnxruntime cannot run the graph or disagrees with PyTorch); nothing was written."""
 
 
 class TrainingInterrupted(Exception):

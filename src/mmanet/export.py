@@ -7,7 +7,12 @@ its mask column 0. No teacher, no regularization head. Next to ``model.onnx`` a 
 sidecar records, per input (each modality and the mask), its shape, dtype and preprocessing
 (how a file becomes that input: the run's dataset's :class:`~mmanet.data.InputReader`), and
 the class names, the code version and the verification: the largest absolute difference
-between onnxruntime and PyTorch per combination on random inputs.
+between onnxruntime and PyTorch per combination on random inputs (an export whose
+difference exceeds :data:`TOLERANCE` is an error, and nothing is written).
+
+Only the batch dimension is free: every other dimension of the inputs and of ``logits``
+is fixed at the size the checkpoint records (an image network takes images of exactly
+that size; ESANet's pyramid pooling is exported with its grid fixed for that size).
 """
 
 from __future__ import annotations
@@ -25,12 +30,15 @@ import torch
 from torch import nn
 
 from mmanet.data import input_reader
-from mmanet.engine.network import checkpoint_config, load_network
+from mmanet.engine.network import PYTHON_BUILDER, checkpoint_config, load_network
 from mmanet.errors import ExportError
 from mmanet.io import atomic_write_json
 from mmanet.modality import Modalities
 from mmanet.models import Builder, UnifiedNetwork
 from mmanet.provenance import code_version
+
+# onnxruntime may differ from PyTorch by this much, relative to the largest |logit| (or 1)
+TOLERANCE = 1e-3
 
 
 class DeploymentGraph(nn.Module):
@@ -102,35 +110,19 @@ def export_onnx(
     graph = DeploymentGraph(model).eval()
     inputs = example_inputs(model, masks)
     records = input_records(model, meta, inputs)  # before the export: a config error is quick
-    input_names = [*names, "mask"]
+    what = f"{checkpoint}: {network_title(meta)}"
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp = _temporary_file(out)  # before the export: an unwritable folder is quick
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the tracer's and the legacy exporter's notes
-            try:
-                with _silenced():  # on failure the exporter prints its whole graph
-                    torch.onnx.export(
-                        graph,
-                        inputs,
-                        str(tmp),
-                        input_names=input_names,
-                        output_names=["logits"],
-                        dynamic_axes={name: {0: "batch"} for name in [*input_names, "logits"]},
-                        opset_version=opset,
-                        dynamo=False,
-                    )
-            except Exception as err:  # the exporter's own errors name the operator first
-                lines = str(err).strip().splitlines() or [""]
-                reason = lines[0].split(" Please ")[0].split(" [Caused by")[0][:200]
-                name = (meta.get("config") or {}).get("model", {}).get("name", "this")
-                raise ExportError(
-                    f"{checkpoint}: the model.name={name} network cannot be exported to ONNX "
-                    f"with torch {torch.__version__} ({type(err).__name__}: {reason}); "
-                    "nothing was written"
-                ) from None
-        verification = verify(graph, str(tmp), inputs, names, masks)
+        _trace(graph, inputs, tmp, [*names, "mask"], opset, what)
+        verification, reference = verify(graph, str(tmp), inputs, names, masks, str(checkpoint))
+        worst = max(verification.items(), key=lambda item: item[1])
+        scale = max(1.0, float(reference.abs().max()))
+        if worst[1] > TOLERANCE * scale:
+            raise ExportError(
+                f"{checkpoint}: onnxruntime's logits differ from PyTorch's by {worst[1]:.2e} "
+                f"for {worst[0]} (tolerance {TOLERANCE * scale:.2e}); nothing was written"
+            )
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -138,7 +130,11 @@ def export_onnx(
         "format": "mmanet-onnx-2",
         "inputs": records,
         "mask": {"shape": ["batch", len(names)], "order": list(names)},
-        "outputs": {"logits": ["batch", len(meta["class_names"]), "..."]},
+        "outputs": {"logits": ["batch", *reference.shape[1:]]},
+        "shapes": (
+            "only the batch dimension is free; every other dimension of the inputs and "
+            "logits is fixed at its recorded size"
+        ),
         "class_names": meta["class_names"],
         "method": meta.get("method"),
         "checkpoint": meta["checkpoint"],
@@ -150,6 +146,70 @@ def export_onnx(
     }
     atomic_write_json(out.with_name(out.name + ".json"), sidecar)
     return sidecar
+
+
+def network_title(meta: dict[str, Any]) -> str:
+    """``the model.name=NAME network``, or ``the network built in Python`` (from_encoders)."""
+    if meta.get("builder") == PYTHON_BUILDER:
+        return "the network built in Python (from_encoders)"
+    name = (meta.get("config") or {}).get("model", {}).get("name", "this")
+    return f"the model.name={name} network"
+
+
+def _temporary_file(out: Path) -> Path:
+    """The empty temporary file next to ``out`` that the export writes, its folder made
+    first; a folder that cannot be made or written is a one-line OSError naming it."""
+    folder = out.parent
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OSError(
+            f"{out}: cannot create the folder {folder} ({err.strerror or err}); nothing was written"
+        ) from err
+    try:
+        tmp.open("wb").close()
+    except OSError as err:
+        raise OSError(
+            f"{out}: cannot write in the folder {folder} ({err.strerror or err}); "
+            "nothing was written"
+        ) from err
+    return tmp
+
+
+def _trace(
+    graph: DeploymentGraph,
+    inputs: tuple[torch.Tensor, ...],
+    path: Path,
+    input_names: list[str],
+    opset: int,
+    what: str,
+) -> None:
+    """Write ``graph`` traced on ``inputs`` as ONNX to ``path`` (TorchScript exporter, the
+    batch dimension dynamic); the exporter's failure is a one-line ExportError on ``what``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's and the legacy exporter's notes
+        try:
+            with _silenced():  # on failure the exporter prints its whole graph
+                torch.onnx.export(
+                    graph,
+                    inputs,
+                    str(path),
+                    input_names=input_names,
+                    output_names=["logits"],
+                    dynamic_axes={name: {0: "batch"} for name in [*input_names, "logits"]},
+                    opset_version=opset,
+                    dynamo=False,
+                )
+        except OSError:  # writing the file (a full disk): the system's own message
+            raise
+        except Exception as err:  # the exporter's own errors name the operator first
+            lines = str(err).strip().splitlines() or [""]
+            reason = lines[0].split(" Please ")[0].split(" [Caused by")[0][:200]
+            raise ExportError(
+                f"{what} cannot be exported to ONNX with torch {torch.__version__} "
+                f"({type(err).__name__}: {reason}); nothing was written"
+            ) from None
 
 
 def input_records(
@@ -177,20 +237,30 @@ def verify(
     inputs: tuple[torch.Tensor, ...],
     names: Modalities,
     masks: torch.Tensor,
-) -> dict[str, float]:
-    """Max |onnxruntime − PyTorch| of the logits, per combination, on ``inputs``."""
+    what: str = "",
+) -> tuple[dict[str, float], torch.Tensor]:
+    """Max |onnxruntime − PyTorch| of the logits per combination on ``inputs``, and
+    PyTorch's logits; onnxruntime's failure is a one-line ExportError on ``what``."""
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    feed = {name: x.numpy() for name, x in zip([*names, "mask"], inputs, strict=True)}
-    (onnx_logits,) = session.run(["logits"], feed)
+    try:
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        feed = {name: x.numpy() for name, x in zip([*names, "mask"], inputs, strict=True)}
+        (onnx_logits,) = session.run(["logits"], feed)
+    except Exception as err:  # onnxruntime's errors are long; their first line names the node
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise ExportError(
+            f"{what or path}: onnxruntime cannot run the exported graph ({first}); "
+            "nothing was written"
+        ) from None
     with torch.no_grad():
         reference = graph(*inputs)
     difference = (torch.from_numpy(onnx_logits) - reference).abs()
     per_mask = difference.reshape(len(masks), -1).amax(dim=1)
-    return {
+    differences = {
         names.mask_name(mask): float(d) for mask, d in zip(masks.tolist(), per_mask, strict=True)
     }
+    return differences, reference
 
 
 def onnx_summary(sidecar: dict[str, Any]) -> str:

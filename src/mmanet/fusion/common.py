@@ -40,12 +40,14 @@ def as_maps(
     ndims = {f.ndim for f in features}
     if ndims not in ({2}, {4}):
         raise ValueError(f"features must all be (b, c) or all (b, c, h, w), got ndims {ndims}")
-    widths = [f.shape[1] for f in features]
+    # sizes as Python ints: under tracing (ONNX export) they are 0-d tensors, which compare
+    # and hash as tensors, not as numbers
+    widths = [int(f.shape[1]) for f in features]
     if widths != list(channels):
         raise ValueError(f"feature widths {widths} differ from the declared channels {channels}")
     vector = ndims == {2}
     maps = [f[:, :, None, None] if vector else f for f in features]
-    if len({f.shape[2:] for f in maps}) != 1:
+    if len({tuple(int(s) for s in f.shape[2:]) for f in maps}) != 1:
         raise ValueError("feature maps of all modalities must share their spatial size")
     return maps, vector
 

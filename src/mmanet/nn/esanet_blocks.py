@@ -57,6 +57,28 @@ class SEFusionAdd(nn.Module):
         )
 
 
+def window_matrix(size: int, bins: int) -> torch.Tensor:
+    """The (bins, size) weights of adaptive average pooling along one axis: row i averages
+    window i, the positions ⌊i·size/bins⌋ to ⌈(i+1)·size/bins⌉ − 1."""
+    weights = torch.zeros(bins, size)
+    for i in range(bins):
+        start, end = i * size // bins, -(-(i + 1) * size // bins)
+        weights[i, start:end] = 1.0 / (end - start)
+    return weights
+
+
+def fixed_grid_avg_pool2d(x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d(x, grid)`` for x's spatial size taken as fixed: two products
+    with constant window matrices, R x Cᵀ with R (g_h, h) and C (g_w, w). The ONNX export
+    path: the TorchScript exporter cannot write adaptive_avg_pool2d once it has lost the
+    input's size, while a MatMul by constants it can (the exported graph then takes inputs
+    of the traced size only, which the ONNX file declares)."""
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    rows = window_matrix(h, grid[0]).to(x)
+    cols = window_matrix(w, grid[1]).to(x)
+    return rows @ x @ cols.transpose(0, 1)
+
+
 class PyramidPooling(nn.Module):
     """PSPNet-style context module: x, concatenated with each bin's pooled map (1x1 conv to
     c/len(bins), nearest-upsampled back), then a 1x1 conv to ``out_channels``.
@@ -66,6 +88,10 @@ class PyramidPooling(nn.Module):
     input: ``bin * round(h / reference_h)`` by ``bin * round(w / reference_w)`` (halves
     rounded up, at least 1), so a network trained on crops sees the same pooling windows on
     larger test images.
+
+    Under ONNX export the pooling is :func:`fixed_grid_avg_pool2d` at the traced size
+    (equal to ``F.adaptive_avg_pool2d`` there; PyTorch's training and evaluation keep
+    ``F.adaptive_avg_pool2d``).
     """
 
     def __init__(
@@ -90,10 +116,11 @@ class PyramidPooling(nn.Module):
         return bin_size * max(1, int(h / ref_h + 0.5)), bin_size * max(1, int(w / ref_w + 0.5))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
+        h, w = int(x.shape[-2]), int(x.shape[-1])  # under tracing: fixed at the traced size
+        pool = fixed_grid_avg_pool2d if torch.onnx.is_in_onnx_export() else F.adaptive_avg_pool2d
         pooled = [
             F.interpolate(
-                branch(F.adaptive_avg_pool2d(x, self._grid(bin_size, h, w))),
+                branch(pool(x, self._grid(bin_size, h, w))),
                 size=(h, w),
                 mode="nearest",
             )
