@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from mmanet.config import build_config
@@ -22,6 +26,13 @@ def fast_overrides(out, **extra) -> list[str]:
         **extra,
     }
     return [f"{k}={v}" for k, v in items.items()]
+
+
+def evaluation(run: str | Path, split: str = "test") -> dict[str, Any]:
+    """The report ``mmanet evaluate`` wrote for ``run`` on ``split`` (exactly one)."""
+    found = sorted((Path(run) / "evaluations").glob(f"{split}-*.json"))
+    assert len(found) == 1, found
+    return json.loads(found[0].read_text())
 
 
 @pytest.fixture(scope="session")

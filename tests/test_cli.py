@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import mmanet
-from conftest import fast_overrides
+from conftest import evaluation, fast_overrides
 from mmanet.cli import main
 
 
@@ -54,7 +54,7 @@ def test_train_resume_and_evaluate(tmp_path, capsys):
     assert "Average (63 combinations)" in capsys.readouterr().out
     assert main(["train", "--resume", *args]) == 0  # already complete: nothing to redo
     assert main(["evaluate", "--run", str(run), "--split", "val"]) == 0
-    report = json.loads((run / "results_val.json").read_text())
+    report = evaluation(run, "val")
     assert report["split"] == "val" and len(report["combinations"]) == 63
 
 
@@ -219,7 +219,7 @@ def test_nyuv2_paper_configs_end_to_end_on_the_fixture(tmp_path, capsys):
     assert main([*args, *tiny]) == 0
     assert "Average (3 combinations)" in capsys.readouterr().out
     assert main(["evaluate", "--run", str(student)]) == 0
-    report = json.loads((student / "results_test.json").read_text())
+    report = evaluation(student)
     assert list(report["combinations"]) == ["rgb", "depth", "rgb+depth"]
     for metrics in report["combinations"].values():
         assert 0.0 <= metrics["miou"] <= 100.0 and len(metrics["per_class_iou"]) == 40

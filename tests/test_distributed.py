@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from conftest import evaluation
 from mmanet.engine.checkpoint import latest_checkpoint
 
 SHORT = [
@@ -62,7 +63,7 @@ def test_two_gloo_processes_agree_evaluate_like_one_and_resume(tmp_path):
     assert report["omega"] == ranks[0]["omega"]
 
     mmanet("evaluate", "--run", str(whole))  # one process, the same checkpoint
-    single = json.loads((whole / "results_test.json").read_text())
+    single = evaluation(whole)
     assert single["combinations"] == report["combinations"]
 
     interrupted = tmp_path / "interrupted"

@@ -81,6 +81,13 @@ def test_duplicated_manifest_rows_name_the_manifest_and_both_lines(tmp_path, cap
     assert not (tmp_path / "run").exists()
 
 
+def test_a_duplicated_row_written_with_other_paths_is_named(tmp_path, capsys):
+    rows = write_files(tmp_path)
+    again = [f"../{tmp_path.name}/{rows[0][0]}", f"./{rows[0][1]}", *rows[0][2:]]
+    line = fails(train_on(tmp_path, [*rows, again], *SMALL_NET), capsys)
+    assert line.endswith(f"{tmp_path / 'm.csv'}: line 10 duplicates line 2")
+
+
 def test_an_empty_split_is_named(tmp_path, capsys):
     rows = [[*row[:3], "train" if row[3] == "test" else row[3]] for row in write_files(tmp_path)]
     line = fails(train_on(tmp_path, rows, *SMALL_NET), capsys)
@@ -233,7 +240,7 @@ def reads(run: Path, command: str, out: Path) -> list[object]:
 
 
 def nothing_written(run: Path, out: Path) -> None:
-    assert not (run / "results_val.json").exists()
+    assert not (run / "evaluations").exists()
     assert sorted(p.name for p in out.iterdir()) in ([], ["fou.npy"])  # no output, no .tmp
 
 
@@ -294,7 +301,7 @@ def test_a_missing_checkpoint_file_is_named(run, capsys, name):
 def test_a_missing_checkpoint_folder_is_named(run, tmp_path, capsys):
     args = ["evaluate", "--run", run, "--checkpoint", tmp_path / "nowhere", "--split", "val"]
     assert fails(args, capsys).endswith(f"no checkpoint in {tmp_path / 'nowhere'}")
-    assert not (run / "results_val.json").exists()
+    assert not (run / "evaluations").exists()
 
 
 def test_a_different_modality_list_is_named(run, capsys):
@@ -305,7 +312,7 @@ def test_a_different_modality_list_is_named(run, capsys):
     resume = ["train", "--resume", *MFEAT, f"out={run}", "data.modalities=[fou,kar]"]
     changed = "data.modalities: ['fou', 'mor'] -> ['fou', 'kar']"
     assert f"{run}: --resume with another configuration ({changed}); only " in fails(resume, capsys)
-    assert not (run / "results_val.json").exists()
+    assert not (run / "evaluations").exists()
     assert (run / "config.yaml").read_text() == saved  # a refused resume changes nothing
 
 
@@ -315,7 +322,7 @@ def test_evaluate_with_another_architecture_names_the_differing_key(run, capsys,
     given = widths.strip("[]").replace(",", ", ")
     expected = f"{checkpoint(run)}: trained with model.head_widths=[128, 64], not [{given}]"
     assert fails(args, capsys).endswith(expected)
-    assert not (run / "results_val.json").exists()
+    assert not (run / "evaluations").exists()
 
 
 def test_export_names_the_weight_that_does_not_fit_its_meta(run, tmp_path, capsys):

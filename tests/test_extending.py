@@ -6,6 +6,7 @@ with the file listed in ``imports`` — and in fresh processes, as a user would 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import evaluation
 from mmanet.cli import main
 
 EXTENSIONS = Path(__file__).parent / "extensions"
@@ -50,7 +52,7 @@ def train_evaluate_export(tmp_path: Path, files: list[str], *settings: str) -> d
     assert main(["export", "--checkpoint", str(run), "--out", str(onnx)]) == 0
     sidecar = json.loads(onnx.with_name("model.onnx.json").read_text())
     assert max(sidecar["max_abs_difference"].values()) < 1e-2  # onnxruntime vs torch
-    return json.loads((run / "results_val.json").read_text())
+    return evaluation(run, "val")
 
 
 def test_a_fusion_of_ones_own(tmp_path):
@@ -116,6 +118,53 @@ def test_every_command_loads_a_users_modules_in_a_fresh_process(tmp_path):
     assert "modalities used: wave; missing: spectrum" in printed
     printed = mmanet("compare", "--methods", "sf_md,mmanet", "--jobs", "2", "--out", "cmp", *base)
     assert "MMANet" in printed and (tmp_path / "cmp" / "results.md").is_file()
+
+
+def test_a_module_imported_by_the_user_and_listed_in_imports_is_one_entry(tmp_path):
+    """The user's code imports its module by name (``import gated_fusion``), then loads a
+    run whose ``imports`` list the same file by path, and the other way round: one module,
+    no "already registered"."""
+    run = tmp_path / "run"
+    base = [imports("sines_dataset.py", "gated_fusion.py"), "data.name=sines", *QUICK]
+    assert main(["train", *base, "model.fusion=gated", f"out={run}", "--stop-after", "1"]) == 0
+    by_name_first = (
+        "import gated_fusion, sines_dataset\n"
+        "from mmanet.engine import load_network\n"
+        f"network, _ = load_network({str(run)!r})\n"
+        "assert type(network.fusion) is gated_fusion.GatedFusion\n"
+    )
+    by_path_first = (
+        "from mmanet.plugins import import_user_modules\n"
+        f"import_user_modules([{str(EXTENSIONS / 'gated_fusion.py')!r}])\n"
+        "import gated_fusion\n"
+        "from mmanet.registry import FUSIONS\n"
+        "assert FUSIONS.get('gated') is gated_fusion.GatedFusion\n"
+    )
+    for script in (by_name_first, by_path_first):
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "PYTHONPATH": str(EXTENSIONS)},
+        )
+        assert done.returncode == 0, done.stderr
+
+
+def test_another_definition_under_a_taken_name_is_still_refused(tmp_path):
+    from mmanet.registry import Registry
+
+    registry: Registry = Registry("thing", "thing", "mmanet.errors")
+    first, second = tmp_path / "first.py", tmp_path / "second.py"
+    for file in (first, second):
+        file.write_text("class Thing:\n    pass\n")
+    from mmanet.plugins import import_user_modules
+
+    one, other = import_user_modules([str(first), str(second)])
+    registry.register("thing", one.Thing)
+    registry.register("thing", one.Thing)  # the same definition again: fine
+    with pytest.raises(ValueError, match="a thing named 'thing' is already registered"):
+        registry.register("thing", other.Thing)  # same name and code, another file
 
 
 def test_the_guide_shows_each_extension_file_as_it_is():

@@ -32,7 +32,6 @@ from mmanet.metrics import (
     confusion_matrix,
     equal_error_threshold,
     iou_metrics,
-    segmentation_confusion,
 )
 from mmanet.modality import (
     MaskSampler,
@@ -43,6 +42,7 @@ from mmanet.modality import (
     mask_codes,
     sub_masks,
 )
+from mmanet.tasks.segmentation import SegmentationTask
 
 SEEDS = st.integers(min_value=0, max_value=2**31 - 1)
 RELATIONS = st.sampled_from(["cosine", "gram"])
@@ -675,7 +675,8 @@ def test_confusion_matrices_count_true_rows_predicted_columns(k, n, seed, ignore
             seg_expected[t][p] += 1
     if n % 2 == 0 and n:  # any shape: a (2, n / 2) map
         seg_labels, preds = seg_labels.reshape(2, -1), preds.reshape(2, -1)
-    assert segmentation_confusion(preds, seg_labels, k).tolist() == seg_expected
+    task = SegmentationTask([str(c) for c in range(k)], ignore_index=255)
+    assert task.confusion(preds, seg_labels).tolist() == seg_expected
 
 
 @settings(max_examples=60, deadline=None)

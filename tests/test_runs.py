@@ -11,7 +11,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import fast_overrides
+from conftest import evaluation, fast_overrides
 from mmanet.cli import main
 from mmanet.engine.checkpoint import list_checkpoints, load_model_state, read_run_record
 
@@ -108,7 +108,7 @@ def test_the_start_up_summary_says_what_the_run_does(tmp_path, capsys):
     )
     assert printed[1] == "  samples: train 1200, val 300, test 500"
     assert printed[2].startswith("  training samples with each modality: fou ")
-    assert printed[2].endswith("complete 50 %")
+    assert printed[2].endswith("complete 600/1200 (50.0 %)")
 
 
 def test_validation_selects_the_best_epoch_and_every_command_uses_it(tmp_path, capsys):
@@ -128,10 +128,10 @@ def test_validation_selects_the_best_epoch_and_every_command_uses_it(tmp_path, c
     shutil.copytree(run / "checkpoints" / "epoch-0004", stale)
     state = load_model_state(stale)
     assert main(["evaluate", "--run", str(run)]) == 0
-    evaluated = json.loads((run / "results_test.json").read_text())
+    evaluated = evaluation(run)
     assert evaluated["combinations"] == report["combinations"]
     assert main(["evaluate", "--run", str(run), "--select", "last", "--split", "val"]) == 0
-    last = json.loads((run / "results_val.json").read_text())["average"]["error"]
+    last = evaluation(run, "val")["average"]["error"]
     assert last == pytest.approx(log[-1]["val/error"])
     assert (run / "curves.png").stat().st_size > 1000
     assert state  # the stale folder holds weights the commands did not read

@@ -23,8 +23,9 @@ from mmanet.data.cityscapes import (
 from mmanet.data.nyuv2 import NYUV2_CLASS_NAMES, NYUV2_DEPTH_MEAN, NYUV2_DEPTH_STD, load_nyuv2
 from mmanet.data.rgbd import IGNORE_INDEX, median_frequency_weights
 from mmanet.data.seg_fixtures import write_cityscapes, write_nyuv2
-from mmanet.metrics import iou_metrics, segmentation_confusion
+from mmanet.metrics import iou_metrics
 from mmanet.segmentation_images import colorize, default_palette, save_prediction_panel
+from mmanet.tasks.segmentation import SegmentationTask
 
 SIZE = (24, 32)
 
@@ -55,7 +56,8 @@ def nyuv2_depth_mm(depth: torch.Tensor) -> torch.Tensor:
 def test_iou_by_hand():
     labels = torch.tensor([[0, 0, 1], [1, IGNORE_INDEX, IGNORE_INDEX]])
     predictions = torch.tensor([[0, 1, 1], [1, 2, 0]])  # the class-2 pixel is ignored
-    confusion = segmentation_confusion(predictions, labels, num_classes=3)
+    task = SegmentationTask(["a", "b", "c"], ignore_index=IGNORE_INDEX)
+    confusion = task.confusion(predictions, labels)
     assert confusion.tolist() == [[1, 1, 0], [0, 2, 0], [0, 0, 0]]
     metrics = iou_metrics(confusion)
     iou_0, iou_1 = 100 * 1 / 2, 100 * 2 / 3  # TP / (TP + FP + FN)
@@ -66,7 +68,8 @@ def test_iou_by_hand():
 
 
 def test_iou_class_only_predicted_counts_as_zero():
-    confusion = segmentation_confusion(torch.tensor([0, 1]), torch.tensor([0, 0]), 2)
+    task = SegmentationTask(["a", "b"], ignore_index=IGNORE_INDEX)
+    confusion = task.confusion(torch.tensor([0, 1]), torch.tensor([0, 0]))
     metrics = iou_metrics(confusion)
     assert metrics["per_class_iou"] == pytest.approx([50.0, 0.0])
     assert metrics["miou"] == pytest.approx(25.0)

@@ -101,6 +101,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from mmanet.config import build_config
     from mmanet.data import build_data
     from mmanet.engine import evaluate_split, load_network, resolve_device
+    from mmanet.engine.results import evaluation_path
     from mmanet.io import atomic_write_json
     from mmanet.tasks import build_task
 
@@ -108,7 +109,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     config = build_config(run / "config.yaml", args.overrides)
     data = build_data(config.data)
     device = resolve_device(config.device)
-    model, _ = load_network(
+    model, meta = load_network(
         args.checkpoint or run, modalities=data.modalities, model=config.model, select=args.select
     )
     task = build_task(data, config).to(device)
@@ -121,9 +122,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         config.data.eval_batch_size,
         config.data.num_workers,
     )
-    report = {"method": config.method.name, "split": args.split, **results}
-    atomic_write_json(run / f"results_{args.split}.json", report)
+    checkpoint = Path(meta["checkpoint"])
+    report = {
+        "method": config.method.name,
+        "split": args.split,
+        "checkpoint": str(checkpoint),
+        "epoch": meta.get("epoch"),
+        "overrides": list(args.overrides),
+        **results,
+    }
+    out = evaluation_path(run, args.split, checkpoint, args.overrides)
+    atomic_write_json(out, report)
     _print_report(report)
+    print(f"checkpoint {checkpoint} (epoch {meta.get('epoch')}); results: {out}")
     return 0
 
 

@@ -10,7 +10,9 @@ import datetime
 import hashlib
 import json
 import multiprocessing
+import os
 import pickle
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -234,6 +236,9 @@ def _init_worker(imports: list[str], shared: bytes) -> None:
     # The workers draw no bars. tqdm's default lock holds a named semaphore that a spawned
     # process registers with the parent's resource tracker: a thread lock needs none.
     tqdm.set_lock(threading.RLock())
+    # Nor do they print: runs side by side would interleave their start-up summaries and
+    # epoch lines under the parent's bar; each run's log is in its folder (log.jsonl).
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- for the worker's lifetime
     try:
         import_user_modules(imports)  # before the data are unpickled: they may be of their types
         _worker["shared"] = pickle.loads(shared)

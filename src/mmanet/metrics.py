@@ -73,15 +73,6 @@ def equal_error_threshold(
     return float(candidates[int(gap.argmin())])  # argmin: the first (lowest) of tied minima
 
 
-def segmentation_confusion(
-    predictions: torch.Tensor, labels: torch.Tensor, num_classes: int, ignore_index: int = 255
-) -> torch.Tensor:
-    """(k, k) pixel counts over label maps of any shape; pixels labelled ``ignore_index``
-    are left out."""
-    keep = labels.reshape(-1) != ignore_index
-    return confusion_matrix(predictions.reshape(-1)[keep], labels.reshape(-1)[keep], num_classes)
-
-
 def iou_metrics(
     confusion: torch.Tensor, absent: Literal["skip", "zero"] = "skip"
 ) -> dict[str, float | list[float]]:

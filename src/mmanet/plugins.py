@@ -40,10 +40,10 @@ def _import_file(path: Path) -> ModuleType:
     resolved = path.resolve()
     if not resolved.is_file():
         raise ConfigError(f"imports: file not found: {path}")
-    name = f"mmanet_user_{resolved.stem}"
-    known = sys.modules.get(name)
-    if known is not None and Path(getattr(known, "__file__", "")).resolve() == resolved:
+    known = _loaded_from(resolved)  # e.g. imported by the user's own code as a module
+    if known is not None:
         return known
+    name = f"mmanet_user_{resolved.stem}"
     spec = importlib.util.spec_from_file_location(name, resolved)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -62,6 +62,12 @@ def _import_name(name: str) -> ModuleType:
     if added:  # a console script's path does not hold the current directory
         sys.path.insert(0, here)
     try:
+        if name not in sys.modules:  # the same file imported by path before: the same module
+            spec = importlib.util.find_spec(name)
+            known = _loaded_from(Path(spec.origin)) if spec and spec.origin else None
+            if known is not None:
+                sys.modules[name] = known
+                return known
         return importlib.import_module(name)
     except ModuleNotFoundError as err:
         if err.name and name.startswith(err.name):
@@ -74,6 +80,16 @@ def _import_name(name: str) -> ModuleType:
     finally:
         if added:
             sys.path.remove(here)
+
+
+def _loaded_from(file: Path) -> ModuleType | None:
+    """The module already imported from ``file`` (under any name), if there is one."""
+    resolved = file.resolve()
+    for module in list(sys.modules.values()):
+        origin = getattr(module, "__file__", None)
+        if origin and origin.endswith(resolved.name) and Path(origin).resolve() == resolved:
+            return module
+    return None
 
 
 __all__ = ["import_user_modules"]

@@ -7,7 +7,9 @@ what the file holds and how it becomes the input, e.g. an 8-bit image resized to
 and mapped to (x − 127.5)/128; the ONNX sidecar records the same lines). The modalities not
 given are absent: zeros with a 0 in the presence mask. An input holding NaN or inf is an
 error naming its file (a manifest row's file, with ``data.nonfinite=missing`` in the run's
-config: a missing modality of that row, as in training).
+config: a missing modality of that row, as in training), and so is one file given for two
+modalities, or a file that cannot be read (empty, truncated, a folder: one line, never a
+traceback).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import torch
 
 from mmanet.data import InputReader, input_reader
-from mmanet.data.base import count_nonfinite
+from mmanet.data.base import count_nonfinite, shared_file
 from mmanet.engine.network import checkpoint_config, load_network
 from mmanet.errors import DataError
 from mmanet.models import UnifiedNetwork
@@ -48,7 +50,17 @@ def read_inputs(
     files: Mapping[str, str | Path], model: UnifiedNetwork, reader: InputReader
 ) -> dict[str, torch.Tensor]:
     """``{modality: file}`` as a batch of one sample: ``{modality: (1, *input shape)}``."""
-    return {name: read_input(Path(path), name, model, reader) for name, path in files.items()}
+    paths = {name: Path(path) for name, path in files.items()}
+    check_distinct_files(paths, "predict")
+    return {name: read_input(path, name, model, reader) for name, path in paths.items()}
+
+
+def check_distinct_files(files: Mapping[str, Path], where: str) -> None:
+    """One sample's files, one per modality: a file given for two modalities is a
+    DataError, ``where`` (e.g. the manifest and line) first, as in training."""
+    pair = shared_file(files)
+    if pair is not None:
+        raise DataError(f"{where}: {pair}; each modality needs its own file")
 
 
 def check_modalities(given: Sequence[str], model: UnifiedNetwork) -> None:
@@ -116,6 +128,7 @@ def predict_manifest(
         given = {c: path for c, path in named.items() if path is not None}
         if not given:
             raise DataError(f"{where}: no modality given")
+        check_distinct_files(given, where)
         inputs = {}
         for name, path in given.items():
             try:

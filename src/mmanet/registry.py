@@ -18,6 +18,8 @@ and ``mmanet.config`` import neither torch nor the packages themselves.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -105,12 +107,22 @@ class Registry(Generic[T]):
 
 
 def _same(a: object, b: object) -> bool:
-    """Whether two entries are one definition (re-imported modules give new objects of the
-    same qualified name)."""
+    """Whether two entries are one definition: the same object, or the same qualified name
+    defined in the same file (a module imported twice, or under two names: by path
+    through ``imports`` and by name from the user's own code)."""
     if a is b or a == b:
         return True
-    name = lambda x: (getattr(x, "__module__", None), getattr(x, "__qualname__", None))  # noqa: E731
-    return name(a) == name(b) and name(a) != (None, None)
+    return _origin(a) is not None and _origin(a) == _origin(b)
+
+
+def _origin(entry: object) -> tuple[str, str] | None:
+    """``(the resolved file that defines entry, its qualified name)``, if both are known."""
+    qualname = getattr(entry, "__qualname__", None)
+    module = sys.modules.get(getattr(entry, "__module__", None) or "")
+    file = getattr(module, "__file__", None)
+    if qualname is None or file is None:
+        return None
+    return os.path.realpath(file), qualname
 
 
 MODELS: Registry = Registry("model", "model.name", "mmanet.models")

@@ -3,10 +3,12 @@ one input file for a trained network (:class:`InputReader`)."""
 
 from __future__ import annotations
 
+import stat
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 import torch
@@ -27,6 +29,15 @@ AVAILABLE_KEY = "__available__"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
+class DroppedFile(NamedTuple):
+    """A file that a sample lacks in effect: it is read as a missing modality (e.g. it holds
+    NaN or inf, with ``data.nonfinite=missing``)."""
+
+    where: str  # e.g. "data/m.csv: line 7"
+    modality: str
+    path: Path
+
+
 @dataclass
 class DataBundle:
     """The splits of a dataset and what a model builder needs to know about it."""
@@ -41,6 +52,9 @@ class DataBundle:
     skipped: list[str] = field(default_factory=list)  # "path: reason" of dropped samples
     task: str = "classification"  # or "segmentation": labels are (h, w) maps
     ignore_index: int | None = None  # label value that the loss and the metrics skip
+    # files read as a missing modality of their sample (they hold NaN or inf, with
+    # data.nonfinite=missing), in manifest order; the run's summary counts them
+    nonfinite_files: list[DroppedFile] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for index, name in enumerate(self.modalities):
@@ -81,26 +95,119 @@ def availability(dataset: Dataset, num_modalities: int) -> torch.Tensor:
     return torch.as_tensor(table, dtype=torch.bool)
 
 
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file ``path``, the same for every name of one file (``a.npy``,
+    ``./a.npy``, ``../data/a.npy``, a link to it); None when ``path`` is not a file."""
+    try:
+        info = path.stat()
+    except (OSError, ValueError):
+        return None
+    return (info.st_dev, info.st_ino) if stat.S_ISREG(info.st_mode) else None
+
+
+class SharedFile(NamedTuple):
+    """Two modalities of one sample given the same file, as written for each."""
+
+    first: str
+    second: str
+    first_path: Path
+    second_path: Path
+
+    def __str__(self) -> str:
+        paths = (
+            str(self.first_path)
+            if self.first_path == self.second_path
+            else f"{self.first_path} and {self.second_path}"
+        )
+        return f"modalities {self.first!r} and {self.second!r} name the same file {paths}"
+
+
+def shared_file(files: Mapping[str, Path | None]) -> SharedFile | None:
+    """The first two modalities of ``files`` (one sample's) that name one file, compared by
+    :func:`file_identity`; None when each has its own (absent files are skipped)."""
+    owners: dict[tuple[int, int], tuple[str, Path]] = {}
+    for name, path in files.items():
+        identity = None if path is None else file_identity(path)
+        if identity is None or path is None:
+            continue
+        if identity in owners:
+            first, first_path = owners[identity]
+            return SharedFile(first, name, first_path, path)
+        owners[identity] = (name, path)
+    return None
+
+
+def not_a_file(path: Path) -> str:
+    """Why ``path``, which is not a file, cannot be read: it is a folder, or not there."""
+    return f"{path} is a folder, not a file" if path.is_dir() else f"file not found: {path}"
+
+
 def read_array(path: Path) -> torch.Tensor:
-    """A ``.npy`` file or an image as a float tensor; images become (c, h, w) in [0, 1]."""
+    """A ``.npy`` file or an image as a float tensor; images become (c, h, w) in [0, 1].
+    Anything that cannot be read so (an empty or truncated file, an object or complex array,
+    a folder) is a one-line DataError naming ``path``."""
     from PIL import Image, UnidentifiedImageError
 
     if not path.is_file():
-        raise DataError(f"file not found: {path}")
+        raise DataError(not_a_file(path))
     try:
         if path.suffix.lower() == ".npy":
-            return torch.from_numpy(np.load(path, allow_pickle=False).astype(np.float32))
+            with path.open("rb") as handle:
+                npy_header(path, handle)  # the dtype checked before any data is read
+                handle.seek(0)
+                array = np.lib.format.read_array(handle, allow_pickle=False)
+            return torch.from_numpy(array.astype(np.float32))
         if path.suffix.lower() in IMAGE_SUFFIXES:
             with Image.open(path) as img:
                 img.load()
                 arr = np.asarray(img, dtype=np.float32) / 255.0
             arr = arr[:, :, None] if arr.ndim == 2 else arr
             return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+    except DataError:
+        raise
     except UnidentifiedImageError:
-        raise DataError(f"cannot read {path}: not an image file that can be decoded") from None
-    except (OSError, ValueError) as err:
-        raise DataError(f"cannot read {path}: {err}") from None
+        raise DataError(f"cannot read {path}: {unreadable(path)}") from None
+    except (OSError, ValueError, EOFError) as err:
+        raise DataError(f"cannot read {path}: {unreadable(path, err)}") from None
     raise DataError(f"unsupported file type {path.suffix!r}: {path} (use .npy or an image)")
+
+
+def unreadable(path: Path, err: Exception | None = None) -> str:
+    """Why ``path`` could not be decoded: empty, else ``err`` (None: not an image)."""
+    if path.stat().st_size == 0:
+        return "the file is empty (0 bytes)"
+    if err is None:
+        return "not an image file that can be decoded"
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def npy_header(path: Path, handle: BinaryIO) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype from the header of the ``.npy`` file open as ``handle``; a dtype
+    that is not real numbers is a DataError naming ``path``."""
+    try:
+        version = np.lib.format.read_magic(handle)
+    except ValueError:  # numpy's message quotes the first bytes, e.g. a pickle's
+        reason = "not a .npy file (it does not start with the header np.save writes)"
+        raise ValueError(reason) from None
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+    else:
+        shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+    check_dtype(path, dtype)
+    return tuple(shape), dtype
+
+
+def check_dtype(path: Path, dtype: np.dtype) -> None:
+    """Refuse a ``.npy`` dtype that is not real numbers (objects are never unpickled)."""
+    if dtype.kind == "c":
+        raise DataError(
+            f"cannot read {path}: dtype {dtype} holds complex numbers; save real values"
+        )
+    if dtype.kind not in "biuf":
+        raise DataError(
+            f"cannot read {path}: dtype {dtype} is not a number type "
+            "(object arrays are never unpickled)"
+        )
 
 
 def count_nonfinite(tensor: torch.Tensor) -> int:
@@ -131,21 +238,14 @@ def read_header(path: Path) -> FileHeader:
                 width, height = img.size
                 return FileHeader((len(img.getbands()), height, width), img.mode == "F")
         with path.open("rb") as handle:
-            version = np.lib.format.read_magic(handle)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
-            else:
-                shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+            shape, dtype = npy_header(path, handle)
+    except DataError:
+        raise
     except UnidentifiedImageError:
-        raise DataError(f"cannot read {path}: not an image file that can be decoded") from None
-    except (OSError, ValueError) as err:
-        raise DataError(f"cannot read {path}: {err}") from None
-    if dtype.kind not in "biufc":
-        raise DataError(
-            f"cannot read {path}: dtype {dtype} is not a number type "
-            "(object arrays are never unpickled)"
-        )
-    return FileHeader(tuple(shape), dtype.kind in "fc")
+        raise DataError(f"cannot read {path}: {unreadable(path)}") from None
+    except (OSError, ValueError, EOFError) as err:
+        raise DataError(f"cannot read {path}: {unreadable(path, err)}") from None
+    return FileHeader(shape, dtype.kind == "f")
 
 
 class InputReader(ABC):
@@ -157,7 +257,8 @@ class InputReader(ABC):
         """``path`` as a float32 tensor of ``shape``; a ``.npy`` file is taken as already
         preprocessed. A missing file or another shape is a one-line DataError naming it."""
         if not path.is_file():
-            raise DataError(f"{path}: file not found (given for modality {modality!r})")
+            problem = "a folder, not a file" if path.is_dir() else "file not found"
+            raise DataError(f"{path}: {problem} (given for modality {modality!r})")
         if path.suffix.lower() == ".npy":
             tensor = read_array(path)
         else:

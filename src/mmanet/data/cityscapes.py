@@ -67,7 +67,6 @@ CITYSCAPES_CLASS_NAMES = [
     "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus",
     "train", "motorcycle", "bicycle",
 ]  # fmt: skip
-SPLIT_DIRS = ("train", "valid", "test")
 
 
 def depth_from_disparity(pixels: np.ndarray, max_depth: float = MAX_DEPTH_M) -> np.ndarray:

@@ -18,17 +18,19 @@ Labels may be integers ``0..k-1`` or names (sorted to indices); every class need
 training sample. The optional ``split`` column holds ``train``/``val``/``test``; without it
 a seeded stratified 60/15/25 split is made.
 
-Every file is checked when the manifest loads, from its header alone: it exists, and its
-shape is the one most files of its modality have. Its values are checked when it is read:
-NaN or inf is an error naming it (``data.nonfinite="error"``); with
-``data.nonfinite="missing"`` such a file is a missing modality for its sample instead, and
-the loader reads every floating-point file once when it loads to build the availability
-table.
+Every file is checked when the manifest loads, from its header alone: it exists, no row
+names it for two modalities, and its shape is the one most files of its modality have. Its
+values are checked when it is read: NaN or inf is an error naming it
+(``data.nonfinite="error"``); with ``data.nonfinite="missing"`` such a file is a missing
+modality for its sample instead, and the loader reads every floating-point file once when
+it loads to build the availability table (the bundle's ``nonfinite_files`` lists those
+files; the run's start-up summary counts them and names the first).
 """
 
 from __future__ import annotations
 
 import csv
+import os
 from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
@@ -41,10 +43,14 @@ from mmanet.data.base import (
     AVAILABLE_KEY,
     DataBundle,
     DataError,
+    DroppedFile,
     Sample,
     count_nonfinite,
+    file_identity,
+    not_a_file,
     read_array,
     read_header,
+    shared_file,
     stratified_split,
 )
 from mmanet.registry import DATASETS
@@ -134,6 +140,15 @@ def cell_path(manifest: Path, cell: str | None) -> Path | None:
     return manifest.parent / value if value else None
 
 
+def _same_file_key(manifest: Path, cell: str) -> object:
+    """What two cells share exactly when they name one file, however written (``a.npy``,
+    ``../data/a.npy``, a link); the normalised path for a file that is not there (yet)."""
+    path = cell_path(manifest, cell)
+    if path is None:
+        return ""
+    return file_identity(path) or os.path.normpath(path)
+
+
 def read_records(manifest: Path) -> tuple[list[str], list[dict[str, str]]]:
     """The header and the rows of a CSV file (UTF-8, a byte-order mark skipped)."""
     try:
@@ -167,6 +182,16 @@ def span(values: list[int]) -> str:
     if len(values) > 2 and values == list(range(values[0], values[-1] + 1)):
         return f"{values[0]}..{values[-1]}"
     return ", ".join(map(str, values))
+
+
+def some_lines(lines: list[int], limit: int = 5) -> str:
+    """Manifest lines for a message: ``line 3``, ``lines 3..13``, ``lines 3, 7, 9, ...``."""
+    if len(lines) == 1:
+        return f"line {lines[0]}"
+    text = span(lines)
+    if ".." not in text and len(lines) > limit:
+        text = ", ".join(map(str, lines[:limit])) + ", ..."
+    return f"lines {text}"
 
 
 def parse_labels(manifest: Path, raw: list[str]) -> tuple[list[int], list[str], bool]:
@@ -239,22 +264,42 @@ def check_shapes(manifest: Path, lines: list[int], rows: list[Row], name: str) -
     return ModalityFiles(shape, {line for line, header in headers.items() if header.floating})
 
 
+def check_distinct_files(manifest: Path, lines: list[int], rows: list[Row]) -> None:
+    """No row names one file for two modalities (compared as files: ``a.npy``, a link to it
+    and ``../data/a.npy`` are one): the first such row is an error naming its line, the
+    two modalities and the file, and the lines of any other such rows."""
+    found = [(line, shared_file(row)) for line, row in zip(lines, rows, strict=True)]
+    shared = [(line, pair) for line, pair in found if pair is not None]
+    if not shared:
+        return
+    (line, pair), more = shared[0], [other for other, _ in shared[1:]]
+    also = ""
+    if more:
+        rows_do = "1 more row does" if len(more) == 1 else f"{len(more)} more rows do"
+        also = f" ({rows_do} too: {some_lines(more)})"
+    raise DataError(f"{manifest}: line {line}: {pair}; each modality needs its own file{also}")
+
+
 def drop_nonfinite(
     manifest: Path, lines: list[int], rows: list[Row], floating: dict[str, set[int]]
-) -> None:
+) -> list[DroppedFile]:
     """``data.nonfinite=missing``: read every floating-point file once; one holding NaN or
-    inf becomes a missing modality of its row (``rows`` changed in place)."""
+    inf becomes a missing modality of its row (``rows`` changed in place). Returns those
+    files, in manifest order."""
+    dropped: list[DroppedFile] = []
     for line, row in zip(lines, rows, strict=True):
         for name, path in row.items():
             if path is None or line not in floating[name]:
                 continue  # integer files and images hold finite values only
             if count_nonfinite(read_file(path, f"{manifest}: line {line}")):
                 row[name] = None
+                dropped.append(DroppedFile(f"{manifest}: line {line}", name, path))
         if all(path is None for path in row.values()):
             raise DataError(
                 f"{manifest}: line {line}: no modality left, every file holds NaN or "
                 "infinite values (data.nonfinite=missing)"
             )
+    return dropped
 
 
 def load_manifest(
@@ -288,7 +333,7 @@ def load_manifest(
             raise DataError(
                 f"{manifest}: line {line}: wrong number of fields (the header has {len(columns)})"
             )
-        key = tuple(record[name].strip() for name in modalities)
+        key = tuple(_same_file_key(manifest, record[name]) for name in modalities)
         if not any(key):
             raise DataError(
                 f"{manifest}: line {line}: no file for any modality (a sample needs one at least)"
@@ -321,11 +366,14 @@ def load_manifest(
     for line, row in zip(lines, rows, strict=True):  # fail before training, not in the middle
         for path in row.values():
             if path is not None and not path.is_file():
-                raise DataError(f"{manifest}: line {line}: file not found: {path}")
+                raise DataError(f"{manifest}: line {line}: {not_a_file(path)}")
+    check_distinct_files(manifest, lines, rows)
     found = {name: check_shapes(manifest, lines, rows, name) for name in modalities}
     shapes = {name: found[name].shape for name in modalities}
+    dropped: list[DroppedFile] = []
     if nonfinite == "missing":
-        drop_nonfinite(manifest, lines, rows, {name: found[name].floating for name in modalities})
+        floating = {name: found[name].floating for name in modalities}
+        dropped = drop_nonfinite(manifest, lines, rows, floating)
     incomplete = any(path is None for row in rows for path in row.values())
 
     def subset(idx: list[int]) -> ManifestDataset:
@@ -345,6 +393,7 @@ def load_manifest(
         modalities=list(modalities),
         input_shapes=shapes,
         class_names=class_names,
+        nonfinite_files=dropped,
     )
 
 

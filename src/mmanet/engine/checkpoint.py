@@ -94,10 +94,11 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if p.is_dir() and _NAME.match(p.name)]
-    return sorted(found, key=_position)
+    return sorted(found, key=checkpoint_position)
 
 
-def _position(path: Path) -> tuple[int, int]:
+def checkpoint_position(path: Path) -> tuple[int, int]:
+    """``(epochs completed, steps into the next epoch)`` of a checkpoint folder's name."""
     match = _NAME.match(path.name)
     assert match is not None
     return int(match.group(1)), int(match.group(2) or 0)

@@ -97,3 +97,25 @@ class EpochStatistics:
                 accuracy = 100.0 * float(correct[code]) / float(seen[code])
                 row[f"train_acc/{self.names.mask_name(mask)}"] = accuracy
         return row
+
+
+def epoch_line(row: dict[str, Any], epochs: int, best: bool) -> str:
+    """One epoch of a log in a line: the weighted loss and its terms, the validation metric
+    (marked when it is the best so far), Ω when it was mined, and the epoch's time."""
+    terms = ", ".join(
+        f"{key.removeprefix('loss_')} {value:.4g}"
+        for key, value in row.items()
+        if key.startswith("loss_")
+    )
+    parts = [f"epoch {row['epoch']}/{epochs}: loss {row.get('loss', float('nan')):.4g}"]
+    if terms:
+        parts[0] += f" ({terms})"
+    validated = [key for key in row if key.startswith("val/") and key.count("/") == 1]
+    for key in validated:
+        parts.append(f"val {key[4:]} {row[key]:.2f}{' (best)' if best else ''}")
+    if "omega" in row:
+        parts.append(f"Ω {row['omega']}")
+    if row.get("skipped_steps"):
+        parts.append(f"{row['skipped_steps']} steps skipped (non-finite loss)")
+    parts.append(f"{row['epoch_seconds']:.1f} s")
+    return " · ".join(parts)

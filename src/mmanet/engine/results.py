@@ -4,6 +4,7 @@ where they came from (method, epoch, code version, Ω, the processes that agreed
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,4 +63,18 @@ def write_results(
     return report
 
 
-__all__ = ["check_ranks_agree", "run_report", "write_results"]
+def evaluation_path(
+    run_dir: Path, split: str, checkpoint: Path, overrides: Sequence[str] = ()
+) -> Path:
+    """Where ``mmanet evaluate`` writes: ``<run>/evaluations/<split>-<checkpoint folder>.json``,
+    with a digest of the config overrides when there are any, so that an evaluation never
+    replaces the training's ``results_<split>.json`` nor one of other settings."""
+    name = f"{split}-{checkpoint.name}"
+    if overrides:
+        name += "-" + hashlib.sha256("\n".join(overrides).encode()).hexdigest()[:8]
+    return Path(run_dir) / EVALUATIONS / f"{name}.json"
+
+
+EVALUATIONS = "evaluations"  # the folder of a run's evaluate reports
+
+__all__ = ["EVALUATIONS", "check_ranks_agree", "evaluation_path", "run_report", "write_results"]

@@ -11,7 +11,13 @@ from torch.utils.data import Dataset
 
 from mmanet.config import Config, build_config, differences, to_dict
 from mmanet.data import DataBundle
-from mmanet.engine.checkpoint import RUN_RECORD, checkpoint_dir, latest_checkpoint
+from mmanet.engine.checkpoint import (
+    RUN_RECORD,
+    checkpoint_dir,
+    checkpoint_position,
+    latest_checkpoint,
+)
+from mmanet.engine.results import EVALUATIONS
 from mmanet.engine.selection import Validation
 from mmanet.errors import ConfigError
 
@@ -38,6 +44,7 @@ ARTEFACTS = (  # what a run writes into its folder (removed by --overwrite)
     "curves.png",
     "tensorboard",
     "predictions",
+    EVALUATIONS,
 )
 
 
@@ -60,13 +67,23 @@ def prepare(run_dir: Path, config: Config, resume: bool, overwrite: bool) -> boo
     """Check that the run may write into ``run_dir`` and return whether it resumes.
 
     Training into a folder that holds another run is an error, unless ``resume`` (the
-    same config but for :data:`RESUMABLE_KEYS`, and a checkpoint to continue from) or
-    ``overwrite`` (then :func:`clear` removes the run's files). Reads only: under data
-    parallelism every process checks before any writes (the trainer waits between)."""
+    same config but for :data:`RESUMABLE_KEYS`, no fewer epochs than it has trained, and a
+    checkpoint to continue from) or ``overwrite`` (then :func:`clear` removes the run's
+    files). Reads only: under data parallelism every process checks before any writes
+    (the trainer waits between)."""
+    if resume and overwrite:
+        raise ConfigError(
+            f"--resume continues the run in {run_dir} and --overwrite replaces it; choose one"
+        )
+    latest = latest_checkpoint(run_dir)
     if resume:
-        if latest_checkpoint(run_dir) is None:
+        if latest is None:
+            started = (run_dir / "config.yaml").is_file()
             raise ConfigError(
-                f"{run_dir}: nothing to resume (no checkpoint); train without --resume"
+                f"{run_dir}: nothing to resume (the run there never finished an epoch); "
+                "start it again with --overwrite"
+                if started
+                else f"{run_dir}: nothing to resume (no checkpoint); train without --resume"
             )
         if (run_dir / "config.yaml").is_file():
             changed = changed_keys(saved_config(run_dir), config, RESUMABLE_KEYS)
@@ -75,8 +92,20 @@ def prepare(run_dir: Path, config: Config, resume: bool, overwrite: bool) -> boo
                     f"{run_dir}: --resume with another configuration ({'; '.join(changed)}); "
                     f"only {', '.join(RESUMABLE_KEYS)} may change"
                 )
+        epoch, steps = checkpoint_position(latest)
+        trained = epoch + (1 if steps else 0)  # an interrupted epoch counts as begun
+        if config.optim.epochs < trained:
+            raise ConfigError(
+                f"{run_dir}: --resume with optim.epochs={config.optim.epochs}, but the run has "
+                f"reached epoch {trained}; give optim.epochs={trained} or more"
+            )
         return True
     if holds_run(run_dir) and not overwrite:
+        if latest is None and not (run_dir / RUN_RECORD).is_file():
+            raise ConfigError(
+                f"{run_dir} holds a run that never finished an epoch (no checkpoint); "
+                "replace it with --overwrite, or choose another out="
+            )
         raise ConfigError(
             f"{run_dir} holds another run; choose another out=, continue it with --resume, "
             "or replace it with --overwrite"
@@ -116,8 +145,19 @@ def run_record(method: str, epoch: int, last: str, previous: dict, validation: V
 
 
 def summary(config: Config, data: DataBundle, train: Dataset, device: str) -> str:
-    """What a run is about to do: the method, the data (split sizes, classes, modalities
-    and how many training samples have each), the device and the output folder."""
+    """What a run is about to do: the method, the data (split sizes, classes, modalities,
+    how many training samples have each, and how many files are read as missing because
+    they hold NaN or inf), the device and the output folder."""
+
+    def share(count: int, total: int) -> str:
+        """``count/total (p %)``; p is 100 or 0 only when exact (239/240 is 99.6 %)."""
+        text = f"{100 * count / total:.1f}"
+        if count in (0, total):
+            text = text.removesuffix(".0")
+        elif text in ("0.0", "100.0"):
+            text = "< 0.1" if count < total / 2 else "> 99.9"
+        return f"{count}/{total} ({text} %)"
+
     names = list(data.modalities)
     table = data.availability(data.train)
     lines = [
@@ -130,11 +170,25 @@ def summary(config: Config, data: DataBundle, train: Dataset, device: str) -> st
     )
     if not bool(table.all()):
         shares = ", ".join(
-            f"{name} {100 * float(table[:, i].float().mean()):.0f} %"
-            for i, name in enumerate(names)
+            f"{name} {share(int(table[:, i].sum()), len(table))}" for i, name in enumerate(names)
         )
-        complete = 100 * float(table.all(dim=1).float().mean())
-        lines.append(f"  training samples with each modality: {shares}; complete {complete:.0f} %")
+        complete = share(int(table.all(dim=1).sum()), len(table))
+        lines.append(f"  training samples with each modality: {shares}; complete {complete}")
+    dropped = data.nonfinite_files
+    if dropped:
+        per_modality = ", ".join(
+            f"{name} {sum(file.modality == name for file in dropped)}"
+            for name in names
+            if any(file.modality == name for file in dropped)
+        )
+        first = f"{dropped[0].where}: {dropped[0].path}"
+        if len(dropped) == 1:
+            what = f"1 file ({per_modality}) holds NaN or infinite values and is read as a "
+            what += f"missing modality: {first}"
+        else:
+            what = f"{len(dropped)} files ({per_modality}) hold NaN or infinite values and are "
+            what += f"read as missing modalities; the first: {first}"
+        lines.append(f"  data.nonfinite=missing: {what}")
     return "\n".join(lines)
 
 

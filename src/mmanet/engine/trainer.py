@@ -34,7 +34,7 @@ from mmanet.engine.checkpoint import (
 from mmanet.engine.curves import training_curves
 from mmanet.engine.evaluate import evaluate_split
 from mmanet.engine.loader import make_loader
-from mmanet.engine.logger import EpochStatistics, RunLogger
+from mmanet.engine.logger import EpochStatistics, RunLogger, epoch_line
 from mmanet.engine.mining import Mining
 from mmanet.engine.network import PYTHON_BUILDER
 from mmanet.engine.objective import Objective
@@ -231,19 +231,26 @@ class Trainer:
             if resume:
                 self.logger.resume(self.epoch)
         distributed.barrier()
+        failed_start = False  # failed before its first checkpoint: then it leaves no trace
         try:
             with stop_on_signals(self.request_stop):
                 self._train_epochs(stop_after)
+        except Exception:
+            failed_start = not resuming and latest_checkpoint(self.run_dir) is None
+            raise
         finally:
             if self.logger is not None:
                 self.logger.close()
-                training_curves(self.logger.rows, self.run_dir / "curves.png")
+                if failed_start:
+                    clear(self.run_dir)
+                else:
+                    training_curves(self.logger.rows, self.run_dir / "curves.png")
         if self.epoch < self.cfg.optim.epochs and not self.validation.should_stop:
             return None
-        if not self.validation.enabled:
-            return self.test()
-        load_into(self.model, resolve_checkpoint(self.run_dir, "best"))  # the run's result
-        return self.test(epoch=self.validation.best_epoch)
+        result = resolve_checkpoint(self.run_dir, "best" if self.validation.enabled else "last")
+        if self.validation.enabled:
+            load_into(self.model, result)  # the run's result
+        return self.test(epoch=self.validation.best_epoch, checkpoint=result)
 
     def _train_epochs(self, stop_after: int | None) -> None:
         for epoch in range(self.epoch + 1, self.cfg.optim.epochs + 1):
@@ -261,6 +268,8 @@ class Trainer:
                 row.update(validated)
             if self.logger is not None:
                 self.logger.log(row)
+                if not show_progress(self.cfg.progress):  # a redirected log: a line per epoch
+                    print(epoch_line(row, self.cfg.optim.epochs, best), flush=True)
             self.save(best)
             if self.validation.should_stop or (stop_after is not None and epoch >= stop_after):
                 break
@@ -324,10 +333,15 @@ class Trainer:
     # -- evaluation -----------------------------------------------------------------------
 
     def test(
-        self, split: str = "test", write: bool = True, epoch: int | None = None
+        self,
+        split: str = "test",
+        write: bool = True,
+        epoch: int | None = None,
+        checkpoint: Path | None = None,
     ) -> dict[str, Any]:
         """Evaluate every combination on ``split`` and (``write``) write
-        ``results_<split>.json``; ``epoch``: the epoch of the weights (default: the last)."""
+        ``results_<split>.json``; ``epoch``: the epoch of the weights (default: the last),
+        ``checkpoint``: the checkpoint folder they were loaded from, recorded in the report."""
         loading = self.cfg.data
         with self.autocast():
             results = evaluate_split(
@@ -341,6 +355,8 @@ class Trainer:
             )
         omega = self.mining.summary()["omega"] if self.mining is not None else None
         report = run_report(self.cfg, split, self.epoch if epoch is None else epoch, results, omega)
+        if checkpoint is not None:
+            report["checkpoint"] = str(checkpoint.relative_to(self.run_dir))
         if distributed.active():
             report["distributed"] = check_ranks_agree(self.model, omega)
         if not distributed.is_main() or not write:

@@ -11,7 +11,9 @@ The regularization head is a second :class:`SFHead` on the same concatenated fea
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -104,20 +106,33 @@ def build_sf(
 
 
 def read_torchvision_state_dict(path: str) -> dict[str, torch.Tensor]:
-    """A torchvision ResNet state dict from ``.pth`` (``weights_only``) or ``.safetensors``."""
+    """A torchvision ResNet state dict from ``.pth`` (``weights_only``) or ``.safetensors``.
+    A file that is not one is a one-line ConfigError naming it; what torch warns while it
+    fails to read the file (e.g. about the pickle protocol of random bytes) is dropped, and
+    its warnings about a file it reads are given again."""
+    safetensors = path.endswith(".safetensors")
+    if Path(path).is_dir():
+        raise ConfigError(f"model.pretrained: {path} is a folder, not a file")
     try:
-        if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if safetensors:
+                from safetensors.torch import load_file
 
-            weights = load_file(path)
-        else:
-            weights = torch.load(path, map_location="cpu", weights_only=True)
+                weights = load_file(path)
+            else:
+                weights = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ConfigError(
             f"model.pretrained: file not found: {path} (model.pretrained=null: no weights)"
         ) from None
     except Exception as err:  # corrupt file or one that is not a plain state dict
-        raise ConfigError(f"model.pretrained: cannot read {path}: {type(err).__name__}") from None
+        kind = "a safetensors file" if safetensors else "a state dict saved by torch.save"
+        empty = Path(path).stat().st_size == 0
+        reason = "the file is empty (0 bytes)" if empty else f"not {kind} ({type(err).__name__})"
+        raise ConfigError(f"model.pretrained: cannot read {path}: {reason}") from None
+    for warning in caught:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     if not isinstance(weights, Mapping) or not all(
         isinstance(v, torch.Tensor) for v in weights.values()
     ):
