@@ -162,3 +162,105 @@ def test_a_redirected_log_has_a_line_per_epoch(tmp_path, capsys):
         assert f"val error {row['val/error']:.2f}" in line and line.endswith(" s")
     best = read_run_record(run)["best_epoch"]
     assert "(best)" in lines[best - 1]
+
+
+# --- which epoch a teacher keeps, and which teacher a student distils from -------------------
+
+FULL = "fou+kar+mor"
+AVERAGE = {1: 10.0, 2: 30.0, 3: 40.0, 4: 35.0}  # best at epoch 1 over all combinations ...
+COMPLETE = {1: 20.0, 2: 15.0, 3: 5.0, 4: 8.0}  # ... but at epoch 3 on the full one
+
+
+def scripted_validation(monkeypatch, saved):
+    """Validation reports scripted per epoch (the average and the full combination differ
+    in their best epoch); the weights of every epoch copied as the trainer saves them."""
+    original_save, original_test = Trainer.save, Trainer.test
+
+    def save(self, best=False):
+        saved[self.epoch] = {k: v.clone() for k, v in self.model.state_dict().items()}
+        return original_save(self, best)
+
+    def test(self, split="test", write=True, epoch=None, checkpoint=None):
+        if split == "val":
+            singles = {name: {"error": 50.0} for name in ("fou", "kar", "mor")}
+            combinations = {**singles, FULL: {"error": COMPLETE[self.epoch]}}
+            return {"average": {"error": AVERAGE[self.epoch]}, "combinations": combinations}
+        return original_test(self, split, write, epoch, checkpoint)
+
+    monkeypatch.setattr(Trainer, "save", save)
+    monkeypatch.setattr(Trainer, "test", test)
+
+
+def test_a_teacher_is_selected_on_the_full_combination(tmp_path, monkeypatch, capsys):
+    saved: dict[int, dict[str, torch.Tensor]] = {}
+    scripted_validation(monkeypatch, saved)
+    teacher = tmp_path / "teacher"
+    extra = {"validation.every": 1, "method.name": "teacher"}
+    assert main(["train", *settings(teacher, **extra)]) == 0
+    record = read_run_record(teacher)
+    assert record["best_epoch"] == 3 and record["best"] == "checkpoints/best-epoch-0003"
+    assert record["validation"] == {"metric": "error", "over": FULL, "best": 5.0}
+    log = [json.loads(line) for line in (teacher / "log.jsonl").open()]
+    assert [row[f"val/error@{FULL}"] for row in log] == [20.0, 15.0, 5.0, 8.0]
+    assert [row["val/error"] for row in log] == [10.0, 30.0, 40.0, 35.0]  # still logged
+    printed = capsys.readouterr().out
+    assert f"val error@{FULL} 5.00 (best)" in printed
+
+    # the student distils from that checkpoint and says so in its record
+    student = tmp_path / "student"
+    extra = {"method.name": "sf_mad", "method.teacher": str(teacher), "optim.epochs": 2}
+    assert main(["train", *settings(student, **extra)]) == 0
+    assert read_run_record(student)["teacher"] == {
+        "checkpoint": str(teacher / "checkpoints" / "best-epoch-0003"),
+        "epoch": 3,
+    }
+    network, _ = load_network(teacher)
+    assert all(torch.equal(v, saved[3][k]) for k, v in network.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    ("over", "key", "best"),
+    [("average", "val/error", 1), ("singles", "val/error@singles", 1), ("kar", None, 1)],
+)
+def test_validation_over_names_what_selects(tmp_path, monkeypatch, over, key, best):
+    scripted_validation(monkeypatch, {})
+    run = tmp_path / "run"
+    extra = {"validation.every": 1, "method.name": "teacher", "validation.over": over}
+    assert main(["train", *settings(run, **extra)]) == 0
+    record = read_run_record(run)
+    assert record["validation"]["over"] == over and record["best_epoch"] == best
+    if key:
+        assert key in json.loads((run / "log.jsonl").read_text().splitlines()[0])
+
+
+def test_a_unified_method_is_selected_on_the_average(tmp_path, monkeypatch):
+    scripted_validation(monkeypatch, {})
+    run = tmp_path / "run"
+    assert main(["train", *settings(run, **{"validation.every": 1})]) == 0  # sf_md
+    record = read_run_record(run)
+    assert record["validation"]["over"] == "average" and record["best_epoch"] == 1
+
+
+def test_a_run_that_is_not_a_complete_modality_teacher_is_refused(tmp_path, capsys):
+    sf_md = tmp_path / "sf_md"
+    assert main(["train", *settings(sf_md, **{"optim.epochs": 2})]) == 0
+    student = tmp_path / "student"
+    extra = {"method.name": "sf_mad", "method.teacher": str(sf_md), "optim.epochs": 2}
+    line = fails(["train", *settings(student, **extra)], capsys)
+    assert line.endswith(
+        f"method.teacher={sf_md}: that run is method.name='sf_md', trained with modality "
+        "dropout, not a complete-modality teacher (method.name=teacher); train one, or set "
+        "method.allow_any_teacher=true to distil from it anyway"
+    )
+    assert not student.exists()
+    allowed = [*settings(student, **extra), "method.allow_any_teacher=true"]
+    assert main(["train", *allowed]) == 0
+    assert read_run_record(student)["teacher"]["checkpoint"].startswith(str(sf_md))
+
+
+def test_an_unknown_selection_group_is_named(tmp_path, capsys):
+    line = fails(["train", *settings(tmp_path / "run", **{"validation.over": "rgb"})], capsys)
+    assert line.endswith(
+        "validation.over='rgb': use auto, average, full, singles or a combination such as "
+        "'fou+kar+mor'"
+    )

@@ -172,6 +172,9 @@ class MethodConfig:
     beta: float = 0.5
     aux_weight: float = 1.0  # the fusion's auxiliary losses (model.fusion_aux)
     teacher: str | None = None  # run folder (or checkpoint folder) of the trained teacher
+    # distil from a run that is not a complete-modality teacher (one trained with modality
+    # dropout, or on one combination); refused unless this is true
+    allow_any_teacher: bool = False
     # Compute the frozen teacher's outputs once for the training split and reuse them
     # every epoch; only for training data without random augmentation.
     cache_teacher: bool = False
@@ -205,9 +208,14 @@ class ValidationConfig:
     """Evaluation on the val split during training, and the choice of the best epoch."""
 
     every: int = 0  # every N epochs and after the last (0: not during training)
-    # the average over the combinations of this metric picks the best epoch (None: the
-    # task's own: error, ACER or mIoU)
+    # the metric that picks the best epoch (None: the task's own: error, ACER or mIoU) ...
     metric: str | None = None
+    # ... taken over these combinations: "auto" (the full combination for a method that
+    # trains without modality dropout, e.g. the teacher; its own combination for one
+    # trained on one combination; the average over all combinations otherwise),
+    # "average", "full", "singles" (the mean over the single modalities) or one
+    # combination by name, e.g. "rgb+depth"
+    over: str = "auto"
     patience: int = 0  # early stopping after this many validations without a better one
 
 

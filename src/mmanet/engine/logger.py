@@ -99,9 +99,10 @@ class EpochStatistics:
         return row
 
 
-def epoch_line(row: dict[str, Any], epochs: int, best: bool) -> str:
-    """One epoch of a log in a line: the weighted loss and its terms, the validation metric
-    (marked when it is the best so far), Ω when it was mined, and the epoch's time."""
+def epoch_line(row: dict[str, Any], epochs: int, best_key: str | None = None) -> str:
+    """One epoch of a log in a line: the weighted loss and its terms, the validation
+    metric(s) (``best_key``: the one that selects, when this epoch is the best so far), Ω
+    when it was mined, and the epoch's time."""
     terms = ", ".join(
         f"{key.removeprefix('loss_')} {value:.4g}"
         for key, value in row.items()
@@ -112,7 +113,7 @@ def epoch_line(row: dict[str, Any], epochs: int, best: bool) -> str:
         parts[0] += f" ({terms})"
     validated = [key for key in row if key.startswith("val/") and key.count("/") == 1]
     for key in validated:
-        parts.append(f"val {key[4:]} {row[key]:.2f}{' (best)' if best else ''}")
+        parts.append(f"val {key[4:]} {row[key]:.2f}{' (best)' if key == best_key else ''}")
     if "omega" in row:
         parts.append(f"Ω {row['omega']}")
     if row.get("skipped_steps"):

@@ -125,10 +125,17 @@ def clear(run_dir: Path) -> None:
         stale.unlink()
 
 
-def run_record(method: str, epoch: int, last: str, previous: dict, validation: Validation) -> dict:
+def run_record(
+    method: str,
+    epoch: int,
+    last: str,
+    previous: dict,
+    validation: Validation,
+    teacher: dict | None = None,
+) -> dict:
     """The run's record (``run.json``): its last and best checkpoints (folders relative to
-    the run), the validation, and which checkpoint is its result (``default``: the best
-    validated one, else the last)."""
+    the run), the validation, which checkpoint is its result (``default``: the best
+    validated one, else the last) and, for a distilling run, the teacher's checkpoint."""
     return {
         "format": "mmanet-run-1",
         "method": method,
@@ -136,11 +143,16 @@ def run_record(method: str, epoch: int, last: str, previous: dict, validation: V
         "last": last,
         "best": previous.get("best"),
         "best_epoch": validation.best_epoch,
-        "validation": {"metric": validation.metric, "best": validation.best}
+        "validation": {
+            "metric": validation.metric,
+            "over": validation.over,
+            "best": validation.best,
+        }
         if validation.enabled
         else None,
         "stopped_early": validation.should_stop,
         "default": "best" if validation.enabled else "last",
+        "teacher": teacher,
     }
 
 

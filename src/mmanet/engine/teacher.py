@@ -6,6 +6,7 @@ channels-last (0.67-0.74x the time of SF's and ESANet's forward,
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
@@ -37,6 +38,8 @@ class FrozenTeacher:
         builder: the student's builder when it is not a registered one.
         cache_split: with ``method.cache_teacher``, the training split whose outputs are
             computed once and looked up by sample index.
+        allow_any: distil from a run that is not a complete-modality teacher
+            (``method.allow_any_teacher``); refused otherwise.
     """
 
     def __init__(
@@ -48,8 +51,12 @@ class FrozenTeacher:
         builder: Builder | None = None,
         cache_split: Dataset | None = None,
         cache_batch_size: int = 512,
+        allow_any: bool = False,
     ) -> None:
-        network, _ = load_network(source, builder=builder, modalities=modalities)
+        network, meta = load_network(source, builder=builder, modalities=modalities)
+        if not allow_any:
+            check_complete_teacher(source, meta)
+        self.checkpoint, self.epoch = meta["checkpoint"], meta.get("epoch")
         self.network: UnifiedNetwork = network.to(device).eval().requires_grad_(False)
         fold_batch_norms(self.network)
         self.channels_last = channels_last or device.type == "cpu"
@@ -58,6 +65,10 @@ class FrozenTeacher:
         self.device = device
         self.cache_split, self.cache_batch_size = cache_split, cache_batch_size
         self.cache: NetworkOutput | None = None
+
+    def record(self) -> dict[str, Any]:
+        """Which checkpoint of the teacher run this is (for the student's run record)."""
+        return {"checkpoint": self.checkpoint, "epoch": self.epoch}
 
     @torch.no_grad()
     def __call__(self, inputs: dict[str, torch.Tensor], index: torch.Tensor | None = None):
@@ -94,6 +105,19 @@ class FrozenTeacher:
         )
 
 
+def check_complete_teacher(source: str | Path, meta: dict[str, Any]) -> None:
+    """Refuse a teacher run that was not trained on complete inputs: one with modality
+    dropout (SF-MD, MMANet, ...) or on one combination (a customized model)."""
+    method = (meta.get("config") or {}).get("method") or {}
+    if method.get("dropout", False) or method.get("combination"):
+        how = "on one combination" if method.get("combination") else "with modality dropout"
+        raise ConfigError(
+            f"method.teacher={source}: that run is method.name={method.get('name')!r}, trained "
+            f"{how}, not a complete-modality teacher (method.name=teacher); train one, or set "
+            "method.allow_any_teacher=true to distil from it anyway"
+        )
+
+
 def teacher_for_run(
     config: Config,
     train: Dataset,
@@ -127,7 +151,8 @@ def teacher_for_run(
         builder,
         cache,
         config.data.eval_batch_size,
+        method.allow_any_teacher,
     )
 
 
-__all__ = ["FrozenTeacher", "teacher_for_run"]
+__all__ = ["FrozenTeacher", "check_complete_teacher", "teacher_for_run"]

@@ -114,7 +114,9 @@ class Trainer:
             config, self.objective, modalities, self.device, len(self.train_loader)
         )
         self.mining = Mining(method, modalities) if method.regularize != "none" else None
-        self.validation = Validation(config.validation, self.task, config.optim.epochs)
+        self.validation = Validation(
+            config.validation, self.task, config.optim.epochs, method, modalities
+        )
         self.train = train
         self.epoch = 0  # completed epochs
         self.partial_steps = 0  # steps of epoch + 1 already done (an interrupted epoch)
@@ -196,7 +198,10 @@ class Trainer:
             if best:
                 record["best"] = str(keep_best(self.run_dir, path).relative_to(self.run_dir))
             last = str(path.relative_to(self.run_dir))
-            summary_ = run_record(self.cfg.method.name, self.epoch, last, record, self.validation)
+            teacher = self.objective.teacher.record() if self.objective.teacher else None
+            summary_ = run_record(
+                self.cfg.method.name, self.epoch, last, record, self.validation, teacher
+            )
             write_run_record(self.run_dir, summary_)
         distributed.barrier()  # nobody resumes or moves on before the checkpoint is whole
         return path
@@ -269,7 +274,8 @@ class Trainer:
             if self.logger is not None:
                 self.logger.log(row)
                 if not show_progress(self.cfg.progress):  # a redirected log: a line per epoch
-                    print(epoch_line(row, self.cfg.optim.epochs, best), flush=True)
+                    best_key = self.validation.key if best else None
+                    print(epoch_line(row, self.cfg.optim.epochs, best_key), flush=True)
             self.save(best)
             if self.validation.should_stop or (stop_after is not None and epoch >= stop_after):
                 break
