@@ -247,6 +247,7 @@ def test_a_network_built_in_python_is_named_when_a_command_cannot_rebuild_it(tmp
 
     settings = ["data.name=sines", *QUICK, "optim.epochs=1", f"out={tmp_path / 'run'}"]
     Trainer(build_config(overrides=settings), model=from_encoders(encoders)).fit()
+    capsys.readouterr()  # the training's output (5 steps per epoch: a warning)
     assert main(["export", "--checkpoint", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "the network was built in Python (mmanet.models.from_encoders)" in err

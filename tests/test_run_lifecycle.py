@@ -20,7 +20,31 @@ from mmanet.experiment import demo_config_path
 from mmanet.tasks import build_task
 from test_errors import SMALL_NET, fails, train_on, write_files
 
-VAL_ERRORS = {1: 50.0, 2: 10.0, 3: 30.0, 4: 40.0}  # scripted: epoch 2 is the best
+VAL_ERRORS = {1: 50.0, 2: 10.0, 3: 30.0, 4: 40.0}  # scripted: epoch 2 is the best, 4 the last
+FULL = "fou+kar+mor"
+AVERAGE = {1: 10.0, 2: 30.0, 3: 40.0, 4: 35.0}  # best at epoch 1 over all combinations ...
+COMPLETE = {1: 20.0, 2: 15.0, 3: 5.0, 4: 8.0}  # ... but at epoch 3 on the full one
+
+
+def scripted_validation(monkeypatch, saved, average=AVERAGE, complete=COMPLETE):
+    """Validation reports scripted per epoch (by default the average and the full
+    combination differ in their best epoch); the weights of every epoch copied as the
+    trainer saves them."""
+    original_save, original_test = Trainer.save, Trainer.test
+
+    def save(self, best=False):
+        saved[self.epoch] = {k: v.clone() for k, v in self.model.state_dict().items()}
+        return original_save(self, best)
+
+    def test(self, split="test", write=True, epoch=None, checkpoint=None):
+        if split == "val":
+            singles = {name: {"error": 50.0} for name in ("fou", "kar", "mor")}
+            combinations = {**singles, FULL: {"error": complete[self.epoch]}}
+            return {"average": {"error": average[self.epoch]}, "combinations": combinations}
+        return original_test(self, split, write, epoch, checkpoint)
+
+    monkeypatch.setattr(Trainer, "save", save)
+    monkeypatch.setattr(Trainer, "test", test)
 
 
 def settings(out, **extra) -> list[str]:
@@ -33,19 +57,7 @@ def test_the_result_holds_the_best_epochs_weights(tmp_path, monkeypatch):
     ``load_network`` and ``evaluate`` read, must be epoch 2's weights: compared with the
     copies, not through the run record's lookup."""
     saved: dict[int, dict[str, torch.Tensor]] = {}
-    original_save, original_test = Trainer.save, Trainer.test
-
-    def save(self, best=False):
-        saved[self.epoch] = {k: v.clone() for k, v in self.model.state_dict().items()}
-        return original_save(self, best)
-
-    def test(self, split="test", write=True, epoch=None, checkpoint=None):
-        if split == "val":
-            return {"average": {"error": VAL_ERRORS[self.epoch]}, "combinations": {}}
-        return original_test(self, split, write, epoch, checkpoint)
-
-    monkeypatch.setattr(Trainer, "save", save)
-    monkeypatch.setattr(Trainer, "test", test)
+    scripted_validation(monkeypatch, saved, VAL_ERRORS)
     run = tmp_path / "run"
     config = build_config(demo_config_path(), settings(run, **{"validation.every": 1}))
     trainer = Trainer(config)
@@ -162,33 +174,6 @@ def test_a_redirected_log_has_a_line_per_epoch(tmp_path, capsys):
         assert f"val error {row['val/error']:.2f}" in line and line.endswith(" s")
     best = read_run_record(run)["best_epoch"]
     assert "(best)" in lines[best - 1]
-
-
-# --- which epoch a teacher keeps, and which teacher a student distils from -------------------
-
-FULL = "fou+kar+mor"
-AVERAGE = {1: 10.0, 2: 30.0, 3: 40.0, 4: 35.0}  # best at epoch 1 over all combinations ...
-COMPLETE = {1: 20.0, 2: 15.0, 3: 5.0, 4: 8.0}  # ... but at epoch 3 on the full one
-
-
-def scripted_validation(monkeypatch, saved):
-    """Validation reports scripted per epoch (the average and the full combination differ
-    in their best epoch); the weights of every epoch copied as the trainer saves them."""
-    original_save, original_test = Trainer.save, Trainer.test
-
-    def save(self, best=False):
-        saved[self.epoch] = {k: v.clone() for k, v in self.model.state_dict().items()}
-        return original_save(self, best)
-
-    def test(self, split="test", write=True, epoch=None, checkpoint=None):
-        if split == "val":
-            singles = {name: {"error": 50.0} for name in ("fou", "kar", "mor")}
-            combinations = {**singles, FULL: {"error": COMPLETE[self.epoch]}}
-            return {"average": {"error": AVERAGE[self.epoch]}, "combinations": combinations}
-        return original_test(self, split, write, epoch, checkpoint)
-
-    monkeypatch.setattr(Trainer, "save", save)
-    monkeypatch.setattr(Trainer, "test", test)
 
 
 def test_a_teacher_is_selected_on_the_full_combination(tmp_path, monkeypatch, capsys):

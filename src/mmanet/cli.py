@@ -1,4 +1,4 @@
-"""The ``mmanet`` command: train, evaluate, demo, compare, export, predict.
+"""The ``mmanet`` command: train, evaluate, demo, compare, tune, export, predict.
 
 Parsing the command line imports neither torch nor the library's models: each command
 imports what it needs when it runs, and the choices of an option are read from the
@@ -44,6 +44,12 @@ def demo_tasks() -> list[str]:
 
 def _overrides_help() -> str:
     return "config overrides as key=value, e.g. optim.epochs=20 method.alpha=10"
+
+
+_BASELINE_HELP = (
+    "the method every other is judged against with >= 2 seeds (default: sf_md when run, "
+    "else the first method; see docs/verdicts.md)"
+)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -161,12 +167,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
         split=args.split,
         progress=not args.no_progress,
         jobs=jobs,
+        **_backend_options(args),
+        baseline=args.baseline,
     )
     metric = summary["metric"]
     print(f"\n{metric} (%) on the {args.split} split, {len(summary['seeds'])} seed(s):\n")
     print(comparison_table(summary["methods"], metric, markdown=False, titles=summary["titles"]))
+    _print_verdicts(summary)
     print(f"\nwritten: {out / 'results.md'}, {out / 'results.json'}")
     return 0
+
+
+def _print_verdicts(summary: dict) -> None:
+    """The verdicts of a comparison (each method against the baseline), or why there are
+    none."""
+    from mmanet.verdicts import verdict_section
+
+    judged = summary.get("verdicts")
+    if judged:
+        print(f"\n{verdict_section(judged, summary['titles'], markdown=False)}")
 
 
 def default_jobs(threads: int, seeds: Sequence[int], methods: Sequence[str]) -> int:
@@ -176,6 +195,32 @@ def default_jobs(threads: int, seeds: Sequence[int], methods: Sequence[str]) -> 
     if threads <= 0:
         return 1
     return max(1, min((cores or 1) // threads, len(seeds) * len(methods)))
+
+
+def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the runs of ``compare`` and ``demo`` are trained (see docs/cluster.md)."""
+    parser.add_argument(
+        "--backend",
+        default="process",
+        choices=["process", "ray"],
+        help="process: --jobs spawned processes on this machine (default); ray: Ray tasks, "
+        "--jobs at a time (pip install -e '.[cluster]')",
+    )
+    parser.add_argument(
+        "--address", help="with --backend ray: an existing Ray cluster (default: a local Ray)"
+    )
+    parser.add_argument(
+        "--gpus-per-run",
+        type=float,
+        default=0.0,
+        help="with --backend ray: GPUs each run reserves, e.g. 0.5 (two runs per GPU; "
+        "set device=cuda); default 0",
+    )
+
+
+def _backend_options(args: argparse.Namespace) -> dict:
+    """``compare``'s keywords for :func:`_add_backend_arguments`'s options."""
+    return {"backend": args.backend, "address": args.address, "gpus_per_run": args.gpus_per_run}
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -194,12 +239,36 @@ def cmd_compare(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         figures=not args.no_figures,
         jobs=args.jobs,
+        **_backend_options(args),
+        baseline=args.baseline,
     )
     metric = summary["metric"]
     print(f"\n{metric} (%) on the {args.split} split, {len(summary['seeds'])} seed(s):\n")
     print(comparison_table(summary["methods"], metric, markdown=False, titles=summary["titles"]))
+    _print_verdicts(summary)
     written = ["results.md", "results.json", *summary.get("figures", [])]
     print(f"\nwritten in {out}: {', '.join(written)}")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from mmanet.tune import tune
+
+    out = Path(args.out or f"runs/tune_{args.method}")
+    summary = tune(
+        args.config,
+        args.overrides,
+        out,
+        trials=args.trials,
+        method=args.method,
+        space=args.space,
+        storage=args.storage,
+        seed=args.seed,
+        timeout=args.timeout,
+        pruner=args.pruner,
+    )
+    if summary["best"] is None:
+        raise TrainingError(f"no trial completed in {out} (see trials.csv); no best.yaml")
     return 0
 
 
@@ -295,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="runs trained at a time, each in its own process (default: as the CPUs allow)",
     )
+    _add_backend_arguments(demo)
     demo.add_argument(
         "--task",
         default="classification",
@@ -306,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", help="YAML config (default: the bundled demo config)")
     demo.add_argument("--split", default="test", choices=["val", "test"])
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    demo.add_argument("--baseline", help=_BASELINE_HELP)
     demo.add_argument("overrides", nargs="*", help=_overrides_help())
     demo.set_defaults(func=cmd_demo)
 
@@ -336,9 +407,41 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--jobs", type=int, default=1, help="runs trained at a time, each in its own process"
     )
+    _add_backend_arguments(compare)
     compare.add_argument("--no-progress", action="store_true", help="no progress bars")
+    compare.add_argument("--baseline", help=_BASELINE_HELP)
     compare.add_argument("overrides", nargs="*", help=_overrides_help())
     compare.set_defaults(func=cmd_compare)
+
+    tune = sub.add_parser(
+        "tune",
+        help="search hyperparameters on the val split (Optuna); resumable",
+        epilog="e.g. mmanet tune --config configs/mfeat/demo.yaml --trials 30 --out runs/tune",
+    )
+    tune.add_argument("--config", help="YAML config every trial starts from")
+    tune.add_argument("--method", default="mmanet", help="the method to tune (default mmanet)")
+    tune.add_argument(
+        "--trials", type=int, default=20, help="finished trials the study holds (default 20)"
+    )
+    tune.add_argument(
+        "--space",
+        help="YAML search space: key: {low, high, log} | {choices: [...]} "
+        "(default: the method's, docs/tune.md)",
+    )
+    tune.add_argument("--out", help="output folder (default runs/tune_<method>)")
+    tune.add_argument(
+        "--storage", help="Optuna RDB URL for many workers (default sqlite:///<out>/study.db)"
+    )
+    tune.add_argument("--seed", type=int, default=0, help="the sampler's seed (default 0)")
+    tune.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    tune.add_argument(
+        "--pruner",
+        default="median",
+        choices=["median", "halving", "none"],
+        help="stop weak trials early on their per-epoch val value (default %(default)s)",
+    )
+    tune.add_argument("overrides", nargs="*", help=_overrides_help())
+    tune.set_defaults(func=cmd_tune)
 
     export = sub.add_parser("export", help="export the deployment network (ONNX)")
     export.add_argument("--checkpoint", required=True, help="run or checkpoint folder")

@@ -90,7 +90,9 @@ class DataConfig:
     # modality "missing" for its sample (the loader then reads every float file up front)
     nonfinite: Literal["error", "missing"] = "error"
     bona_fide_class: int | None = None  # two-class anti-spoofing: report APCER/BPCER/ACER
-    batch_size: int = 64
+    # per process; "auto": the largest batch up to 64 that gives 8 steps per epoch, at least
+    # 8 samples (the trainer records the number in config.yaml; docs/your_data.md#small-data)
+    batch_size: int | Literal["auto"] = 64
     eval_batch_size: int = 512
     num_workers: int = 0
     # Image datasets (CASIA-SURF, CeFA): the protocol / list files and augmentation.
@@ -437,7 +439,7 @@ def validate(config: Config) -> None:
         raise ConfigError("validation.every and validation.patience must be >= 0")
     if valid.patience > 0 and valid.every == 0:
         raise ConfigError("validation.patience needs validation.every > 0 (it counts validations)")
-    if config.data.batch_size < 1:
+    if isinstance(config.data.batch_size, int) and config.data.batch_size < 1:
         raise ConfigError(f"data.batch_size must be >= 1, got {config.data.batch_size}")
     if not 0 < config.data.min_scale <= config.data.max_scale:
         raise ConfigError(

@@ -9,33 +9,28 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import multiprocessing
-import os
-import pickle
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-from tqdm import tqdm
 
 import mmanet
 from mmanet.config import Config, build_config, deep_merge, to_dict
 from mmanet.data import DataBundle, build_data
 from mmanet.engine import Trainer
 from mmanet.engine.checkpoint import latest_checkpoint
-from mmanet.engine.rundir import RUNTIME_KEYS, changed_keys, saved_config
+from mmanet.engine.rundir import RUNTIME_KEYS, refuse_another_config
 from mmanet.errors import ConfigError
 from mmanet.io import atomic_write_json, atomic_write_text
 from mmanet.methods import TABLES, get_method, method_titles, methods_in
 from mmanet.metrics import summarize
 from mmanet.modality import Modalities
 from mmanet.models import baseline_title
-from mmanet.plugins import import_user_modules
 from mmanet.provenance import code_version
 from mmanet.registry import METHODS, TASKS
 from mmanet.report import LOWER_IS_BETTER, aggregate, comparison_table
+from mmanet.scheduler import Backend, run_phases
 from mmanet.tasks import build_task
+from mmanet.verdicts import verdict_section, verdicts
 
 # The tables a comparison writes, each when all of its methods were run.
 WRITTEN_TABLES = ("comparison", "distillation", "regularization")
@@ -85,15 +80,9 @@ def run_method(
     config = build_config(config_path, deep_merge(dict(overrides), layer))
     config.progress = progress and config.progress
     report_path = run_dir / f"results_{split}.json"
-    if (run_dir / "config.yaml").is_file():
-        changed = changed_keys(saved_config(run_dir), config, RUNTIME_KEYS)
-        if changed:
-            raise ConfigError(
-                f"{run_dir} holds a run with another config ({'; '.join(changed)}); "
-                "choose another --out or remove it"
-            )
-        if report_path.is_file():
-            return json.loads(report_path.read_text())
+    refuse_another_config(run_dir, config)
+    if report_path.is_file():
+        return json.loads(report_path.read_text())
     trainer = Trainer(config, data)
     resume = latest_checkpoint(run_dir) is not None  # an interrupted run of this comparison
     report = trainer.fit(resume=resume, overwrite=not resume)
@@ -145,6 +134,10 @@ def compare(
     progress: bool = True,
     figures: bool = False,
     jobs: int = 1,
+    baseline: str | None = None,
+    backend: str = "process",
+    address: str | None = None,
+    gpus_per_run: float = 0.0,
 ) -> dict[str, Any]:
     """Train the teacher (when a method distils) and every method for every seed, reusing
     finished runs; write ``results.json`` and ``results.md`` (and the figures) in ``out``.
@@ -152,14 +145,22 @@ def compare(
     ``metric`` defaults to the task's: error (classification), ACER (anti-spoofing) or
     mIoU (segmentation). Each column records the config and code version it came from.
     ``jobs > 1`` trains that many runs at a time in separate processes (set ``threads``
-    so that jobs × threads does not exceed the cores).
+    so that jobs × threads does not exceed the cores); ``backend="ray"`` on Ray instead,
+    a local Ray or the cluster at ``address``, each run reserving ``gpus_per_run`` GPUs
+    (see :mod:`mmanet.scheduler`). With two or more seeds every method
+    is judged against ``baseline`` (default: SF-MD when run, else the first method), see
+    :mod:`mmanet.verdicts`.
     """
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     code_version()  # fixed now, when the code was imported, not after later edits
     out = Path(out)
+    if baseline is not None and baseline not in [m for m in methods if m != "teacher"]:
+        raise ConfigError(f"--baseline {baseline!r} is not among the methods compared")
     overrides = dict(overrides or {})
     base = build_config(config_path, overrides)
+    scheduler = Backend(backend, jobs, address, gpus_per_run, cpus_per_run=max(base.threads, 1))
+    scheduler.check_device(base.device)
     data = build_data(base.data)
     if metric is None:
         metric = build_task(data, base).default_metric
@@ -169,22 +170,14 @@ def compare(
     }
     distils = any(c.method.distill != "none" for c in configs.values())
     needs_teacher = "teacher" in methods or distils
-    if jobs > 1:  # train in parallel processes; the loop below then reads the results
-        shared = (out, config_path, overrides, data, split)
+    if not scheduler.sequential:  # train side by side; the loop below then reads the results
         names = Modalities(data.modalities)
         combinations = [names.mask_name(mask) for mask in names.combinations]
-        runs = [
-            (method, seed, combination)
-            for seed in seeds
-            for method in methods
-            if method != "teacher"
-            for combination in (combinations if get_method(method).per_combination else [None])
-        ]
-        # The teachers first, beside the runs that do not distil; then the ones that do.
-        distilling = [run for run in runs if configs[run[0]].method.distill != "none"]
-        first = [("teacher", seed, None) for seed in seeds] if needs_teacher else []
-        first += [run for run in runs if run not in distilling]
-        run_in_processes([first, distilling], shared, jobs, progress, base.imports)
+        phases = compare_phases(methods, seeds, configs, combinations, needs_teacher)
+        shared = (out, config_path, overrides, data, split)
+        run_phases(
+            compare_job, phases, shared, scheduler, base.imports, progress, compare_job_label
+        )
     reports: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     for seed in seeds:
         teacher_dir = out / f"seed-{seed}" / "teacher"
@@ -218,6 +211,7 @@ def compare(
         "methods": {m: aggregate(reports[m]) for m in students},
         "columns": {m: column_record(configs[m], reports[m], seeds, out) for m in students},
     }
+    summary["verdicts"] = verdicts(summary["methods"], metric, baseline) if students else None
     if figures:
         from mmanet.figures import write_figures
 
@@ -227,72 +221,48 @@ def compare(
     return summary
 
 
-_worker: dict[str, Any] = {}
+CompareJob = tuple[str, int, str | None]  # method, seed, combination (per-combination methods)
 
 
-def _init_worker(imports: list[str], shared: bytes) -> None:
-    import threading
+def compare_phases(
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    configs: Mapping[str, Config],
+    combinations: Sequence[str],
+    needs_teacher: bool,
+) -> list[list[CompareJob]]:
+    """A comparison's runs in two phases: the teachers, beside the runs that do not distil;
+    then the runs that distil (from the teacher of their seed)."""
+    runs = [
+        (method, seed, combination)
+        for seed in seeds
+        for method in methods
+        if method != "teacher"
+        for combination in (combinations if get_method(method).per_combination else [None])
+    ]
+    distilling = [run for run in runs if configs[run[0]].method.distill != "none"]
+    first = [("teacher", seed, None) for seed in seeds] if needs_teacher else []
+    first += [run for run in runs if run not in distilling]
+    return [first, distilling]
 
-    # The workers draw no bars. tqdm's default lock holds a named semaphore that a spawned
-    # process registers with the parent's resource tracker: a thread lock needs none.
-    tqdm.set_lock(threading.RLock())
-    # Nor do they print: runs side by side would interleave their start-up summaries and
-    # epoch lines under the parent's bar; each run's log is in its folder (log.jsonl).
-    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- for the worker's lifetime
-    try:
-        import_user_modules(imports)  # before the data are unpickled: they may be of their types
-        _worker["shared"] = pickle.loads(shared)
-    except (
-        Exception
-    ) as err:  # raised by the jobs: a pool would restart a failed initializer forever
-        _worker["error"] = err
-    code_version()  # as imported
 
-
-def _run_job(job: tuple[str, int, str | None]) -> str:
-    if "error" in _worker:
-        raise _worker["error"]
-    out, config_path, overrides, data, split = _worker["shared"]
+def compare_job(shared: tuple, job: CompareJob) -> None:
+    """Train one run of a comparison (a :func:`mmanet.scheduler.run_phases` job) silently;
+    ``shared`` is ``(out, config_path, overrides, data, split)``."""
+    code_version()  # as this worker imported the code
+    out, config_path, overrides, data, split = shared
     method, seed, combination = job
     own = method == "teacher" or get_method(method).per_combination  # no teacher to read
     teacher_dir = None if own else out / f"seed-{seed}" / "teacher"
     run_method(
         method, seed, out, config_path, overrides, data, teacher_dir, split, False, combination
     )
+
+
+def compare_job_label(job: CompareJob) -> str:
+    """``"sf_mad, seed 1"``, ``"customized (fou+kar), seed 0"``: a run on the bar."""
+    method, seed, combination = job
     return f"{method}{f' ({combination})' if combination else ''}, seed {seed}"
-
-
-def run_in_processes(
-    phases: Sequence[Sequence[tuple]],
-    shared: tuple,
-    jobs: int,
-    progress: bool = True,
-    imports: Sequence[str] = (),
-) -> None:
-    """Run the jobs of each phase in a pool of ``jobs`` spawned processes, phase after phase
-    (the teachers before the students that distil from them), with a bar over the runs."""
-    context = multiprocessing.get_context("spawn")  # no fork of a process holding threads
-    bar = tqdm(
-        total=sum(len(phase) for phase in phases),
-        desc=f"runs, {jobs} at a time",
-        unit="run",
-        disable=not progress,
-        dynamic_ncols=True,
-    )
-    initargs = (list(imports), pickle.dumps(shared))
-    pool = context.Pool(jobs, initializer=_init_worker, initargs=initargs)
-    try:
-        with bar:
-            for phase in phases:
-                for finished in pool.imap_unordered(_run_job, phase):
-                    bar.set_postfix_str(f"finished {finished}", refresh=False)
-                    bar.update()
-        pool.close()  # the workers finish and exit by themselves, running their exit handlers
-    except BaseException:
-        pool.terminate()  # a failed run or an interrupt: stop the others
-        raise
-    finally:
-        pool.join()  # no worker outlives the comparison (nor is killed as the parent exits)
 
 
 def column_record(
@@ -332,6 +302,10 @@ def write_tables(summary: Mapping[str, Any], path: Path) -> str:
             table = comparison_table({m: methods[m] for m in present}, metric, titles=titles)
             sections.append(f"## {title}\n\n{table}")
     sections.append(f"## Every method\n\n{comparison_table(methods, metric, titles=titles)}")
+    judged = summary.get("verdicts")
+    if judged:
+        baseline = titles.get(judged["baseline"], judged["baseline"])
+        sections.append(f"## Verdicts against {baseline}\n\n{verdict_section(judged, titles)}")
     combinations = next(iter(methods.values()))
     if len(combinations) > 16:
         full = comparison_table(methods, metric, max_rows=10**6, titles=titles)

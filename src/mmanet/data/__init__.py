@@ -15,7 +15,16 @@ from __future__ import annotations
 from mmanet.config import DataConfig
 
 # The built-in datasets register themselves; they import mmanet.registry, not this package.
-from mmanet.data import casia_surf, cefa, cityscapes, manifest, mfeat, nyuv2, rendered  # noqa: F401
+from mmanet.data import (  # noqa: F401
+    casia_surf,
+    cefa,
+    cityscapes,
+    manifest,
+    mfeat,
+    nyuv2,
+    public,
+    rendered,
+)
 from mmanet.data.base import (
     ArrayReader,
     DataBundle,

@@ -63,6 +63,19 @@ def saved_config(run_dir: Path) -> Config:
     return build_config(overrides=yaml.safe_load((run_dir / "config.yaml").read_text()) or {})
 
 
+def refuse_another_config(run_dir: Path, config: Config, what: str = "a run") -> None:
+    """An error naming the keys when ``run_dir`` holds ``what`` trained with another config
+    (:data:`RUNTIME_KEYS` aside): a comparison or a study reuses a finished run only when it
+    is the same run."""
+    if (run_dir / "config.yaml").is_file():
+        changed = changed_keys(saved_config(run_dir), config, RUNTIME_KEYS)
+        if changed:
+            raise ConfigError(
+                f"{run_dir} holds {what} with another config ({'; '.join(changed)}); "
+                "choose another --out or remove it"
+            )
+
+
 def prepare(run_dir: Path, config: Config, resume: bool, overwrite: bool) -> bool:
     """Check that the run may write into ``run_dir`` and return whether it resumes.
 
@@ -211,6 +224,7 @@ __all__ = [
     "clear",
     "holds_run",
     "prepare",
+    "refuse_another_config",
     "run_record",
     "summary",
 ]

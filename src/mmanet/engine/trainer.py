@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from mmanet.config import Config, save_config, to_dict
 from mmanet.data import DataBundle, build_data
 from mmanet.data.base import IndexedDataset
 from mmanet.engine import distributed, rng
+from mmanet.engine.advice import Advisor, resolve_batch_size
 from mmanet.engine.checkpoint import (
     keep_best,
     latest_checkpoint,
@@ -92,6 +94,9 @@ class Trainer:
         ).to(self.device)
         self.data_generator = torch.Generator().manual_seed(config.seed + 2)
         train = training_samples(config, self.data)  # e.g. the complete ones, for a teacher
+        # data.batch_size=auto becomes a number here, so config.yaml records what ran
+        config, self.batch_note = resolve_batch_size(config, len(train) // self.world_size)
+        self.cfg = config
         check_batch(config, self.model, len(train) // self.world_size)
         self.train_sampler = (
             DistributedSampler(train, shuffle=True, seed=config.seed, drop_last=True)
@@ -114,6 +119,7 @@ class Trainer:
             config, self.objective, modalities, self.device, len(self.train_loader)
         )
         self.mining = Mining(method, modalities) if method.regularize != "none" else None
+        self.advisor = Advisor(method, distributed.is_main())  # the run's warnings
         self.validation = Validation(
             config.validation, self.task, config.optim.epochs, method, modalities
         )
@@ -122,6 +128,9 @@ class Trainer:
         self.partial_steps = 0  # steps of epoch + 1 already done (an interrupted epoch)
         self.interrupt: int | None = None  # the signal that asked the run to stop
         self.logger: RunLogger | None = None
+        # called as on_validation(epoch, selection value) after each validation and its
+        # checkpoint; it may raise to end the run there (mmanet.tune: pruning)
+        self.on_validation: Callable[[int, float], None] | None = None
         if config.channels_last:
             self.model.to(memory_format=torch.channels_last)
 
@@ -202,6 +211,8 @@ class Trainer:
             summary_ = run_record(
                 self.cfg.method.name, self.epoch, last, record, self.validation, teacher
             )
+            if self.advisor.records:
+                summary_["warnings"] = self.advisor.records
             write_run_record(self.run_dir, summary_)
         distributed.barrier()  # nobody resumes or moves on before the checkpoint is whole
         return path
@@ -212,16 +223,23 @@ class Trainer:
         assert path is not None  # rundir.prepare checked
         load_into(self.model, path)
         self.load_state_dict(load_training_state(path))
+        self.advisor.restore((read_run_record(self.run_dir) or {}).get("warnings", []))
 
     # -- training -------------------------------------------------------------------------
 
     def fit(
-        self, resume: bool = False, stop_after: int | None = None, overwrite: bool = False
+        self,
+        resume: bool = False,
+        stop_after: int | None = None,
+        overwrite: bool = False,
+        test: bool = True,
     ) -> dict[str, Any] | None:
         """Train to ``optim.epochs`` (or stop after epoch ``stop_after``, or early) and
         evaluate the run's result (the best validated epoch, else the last) on the test
         split. ``resume`` continues the run in ``out``; ``overwrite`` replaces the run
-        there. Returns the test results once training is complete, else None."""
+        there; ``test=False`` never touches the test split (tuning: the result is then
+        ``self.validation.best``). Returns the test results once training is complete and
+        tested, else None."""
         resuming = prepare(self.run_dir, self.cfg, resume, overwrite)
         distributed.barrier()  # every process has checked the folder before anything changes
         if resuming:
@@ -230,12 +248,15 @@ class Trainer:
             if overwrite and not resuming:
                 clear(self.run_dir)
             print(summary(self.cfg, self.data, self.train, str(self.device)), flush=True)
+            if self.batch_note:
+                print(self.batch_note, flush=True)
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.run_dir / "config.yaml")
             self.logger = RunLogger(self.run_dir, self.cfg.tensorboard)
             if resume:
                 self.logger.resume(self.epoch)
         distributed.barrier()
+        self.check_training_set()
         failed_start = False  # failed before its first checkpoint: then it leaves no trace
         try:
             with stop_on_signals(self.request_stop):
@@ -250,7 +271,7 @@ class Trainer:
                     clear(self.run_dir)
                 else:
                     training_curves(self.logger.rows, self.run_dir / "curves.png")
-        if self.epoch < self.cfg.optim.epochs and not self.validation.should_stop:
+        if not test or (self.epoch < self.cfg.optim.epochs and not self.validation.should_stop):
             return None
         result = resolve_checkpoint(self.run_dir, "best" if self.validation.enabled else "last")
         if self.validation.enabled:
@@ -267,9 +288,12 @@ class Trainer:
             distributed.broadcast_buffers(self.model)
             if self.mining is not None:
                 row.update(self.mine(epoch))
-            best = False
+            self.advisor.epoch_end(row, epoch)  # a loss term that dwarfs the task loss
+            best, value = False, None
             if self.validation.due(epoch):
-                validated, best = self.validation.record(epoch, self.test("val", write=False))
+                report = self.test("val", write=False)
+                validated, best = self.validation.record(epoch, report)
+                value = self.validation.value(report)
                 row.update(validated)
             if self.logger is not None:
                 self.logger.log(row)
@@ -277,8 +301,17 @@ class Trainer:
                     best_key = self.validation.key if best else None
                     print(epoch_line(row, self.cfg.optim.epochs, best_key), flush=True)
             self.save(best)
+            if value is not None and self.on_validation is not None:
+                self.on_validation(epoch, value)
             if self.validation.should_stop or (stop_after is not None and epoch >= stop_after):
                 break
+
+    def check_training_set(self) -> None:
+        """Warn (once per run) when the training split gives few steps per epoch."""
+        batch, samples = self.cfg.data.batch_size, len(self.train) // self.world_size
+        assert isinstance(batch, int)  # resolved in __init__
+        dropped = samples % batch if self.train_loader.drop_last else 0
+        self.advisor.small_training_set(samples, batch, len(self.train_loader), dropped)
 
     def request_stop(self, signum: int) -> None:
         """Stop after the current step (a signal arrived): save and raise
