@@ -35,7 +35,7 @@ from mmanet.report import LOWER_IS_BETTER
 
 STUDY_RECORD = "mmanet"  # the study's user attribute recording what it tunes
 PRUNERS = ("median", "halving", "none")
-_SPEC_KEYS = {"low", "high", "log", "step", "choices"}
+_RANGE_FIELDS = {"low", "high", "log", "step", "choices"}
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ def parse_space(raw: Any, config: Config, source: str) -> dict[str, Param]:
         where = f"{source}: {key}"
         if not isinstance(spec, Mapping):
             raise ConfigError(f"{where}: expected {{low, high[, log][, step]}} or {{choices}}")
-        unknown = sorted(set(spec) - _SPEC_KEYS)
+        unknown = sorted(set(spec) - _RANGE_FIELDS)
         if unknown:
             raise ConfigError(
                 f"{where}: unknown field {unknown[0]!r} (use low, high, log, step or choices)"

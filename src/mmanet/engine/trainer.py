@@ -291,9 +291,8 @@ class Trainer:
             self.advisor.epoch_end(row, epoch)  # a loss term that dwarfs the task loss
             best, value = False, None
             if self.validation.due(epoch):
-                report = self.test("val", write=False)
-                validated, best = self.validation.record(epoch, report)
-                value = self.validation.value(report)
+                validated, best = self.validation.record(epoch, self.test("val", write=False))
+                value = validated[self.validation.key]  # the value that selects
                 row.update(validated)
             if self.logger is not None:
                 self.logger.log(row)
