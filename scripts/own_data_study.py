@@ -597,18 +597,18 @@ def write_page(summaries: list[dict[str, Any]], args: argparse.Namespace) -> Non
         "commands for one dataset, e.g. breast cancer:",
         "",
         "```bash",
-        "mmanet compare --config configs/public/breast_cancer.yaml --methods sf_md,mmanet "
-        "--seeds 3 --jobs 2 --out runs/own_data/breast_cancer/shipped threads=1",
-        "mmanet tune --config configs/public/breast_cancer.yaml --method mmanet --trials "
-        f"{trials} --out runs/own_data/breast_cancer/tune seed=0 threads=1 "
-        "method.teacher=runs/own_data/breast_cancer/shipped/seed-0/teacher",
-        "mmanet train --config runs/own_data/breast_cancer/tune/best.yaml seed=S "
-        "method.teacher=runs/own_data/breast_cancer/shipped/seed-S/teacher "
-        "out=runs/own_data/breast_cancer/tuned/seed-S/mmanet threads=1   # S = 0, 1, 2",
-        "mmanet tune --config configs/public/breast_cancer.yaml --method sf_md --trials "
-        f"{trials} --out runs/own_data/breast_cancer/tune_sf_md seed=0 threads=1",
-        "mmanet train --config runs/own_data/breast_cancer/tune_sf_md/best.yaml seed=S "
-        "out=runs/own_data/breast_cancer/tuned/seed-S/sf_md threads=1   # S = 0, 1, 2",
+        f"mmanet compare --config configs/public/breast_cancer.yaml --methods sf_md,mmanet "
+        f"--seeds 3 --jobs 2 --out {args.out}/breast_cancer/shipped threads=1",
+        f"mmanet tune --config configs/public/breast_cancer.yaml --method mmanet --trials "
+        f"{trials} --out {args.out}/breast_cancer/tune seed=0 threads=1 "
+        f"method.teacher={args.out}/breast_cancer/shipped/seed-0/teacher",
+        f"mmanet train --config {args.out}/breast_cancer/tune/best.yaml seed=S "
+        f"method.teacher={args.out}/breast_cancer/shipped/seed-S/teacher "
+        f"out={args.out}/breast_cancer/tuned/seed-S/mmanet threads=1   # S = 0, 1, 2",
+        f"mmanet tune --config configs/public/breast_cancer.yaml --method sf_md --trials "
+        f"{trials} --out {args.out}/breast_cancer/tune_sf_md seed=0 threads=1",
+        f"mmanet train --config {args.out}/breast_cancer/tune_sf_md/best.yaml seed=S "
+        f"out={args.out}/breast_cancer/tuned/seed-S/sf_md threads=1   # S = 0, 1, 2",
         "```",
         "",
         f"Date {max(s['created'] for s in summaries)[:10]}; torch {torch.__version__}; "
