@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from importlib.util import find_spec
 from pathlib import Path
 
 import optuna
@@ -211,3 +212,95 @@ def test_the_default_space_follows_the_method_switches():
     assert (full["optim.lr"].low, full["optim.lr"].high) == (pytest.approx(0.005), 0.5)
     warmup = full["method.mar.warmup_epochs"]
     assert (warmup.kind, warmup.low, warmup.high) == ("int", 1, 2)  # min(10, epochs - 1)
+
+
+def _retrained_value(out: Path, number: int) -> float:
+    """The val selection value of trial ``number`` trained again here, from its config."""
+    config = build_config(out / "trials" / f"{number:04d}" / "config.yaml")
+    config.out = str(out / "again" / f"{number:04d}")
+    trainer = Trainer(config)
+    trainer.fit(test=False)
+    return trainer.validation.best
+
+
+def _side_by_side_checks(out: Path, printed: str, jobs: int) -> None:
+    """A study run by ``jobs`` workers: trials that overlapped in time, enough finished
+    ones, each printed once by the driver, the teacher shared, and the best trial's value
+    what training its config again sequentially here gives."""
+    study = optuna.load_study(
+        study_name=f"mmanet-tune-{out.name}", storage=f"sqlite:///{out}/study.db"
+    )
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert 3 <= len(complete) <= 3 + jobs - 1  # one too many only in a race
+    assert complete[1].datetime_start < complete[0].datetime_complete  # side by side
+    assert all(t.user_attrs["epochs"] == 3 for t in complete)
+    for trial in study.trials:
+        assert printed.count(f"trial {trial.number} complete") == 1, printed
+    assert printed.count("training the teacher") == 1
+    assert len({t.params["optim.lr"] for t in complete}) == len(complete)  # drawn apart
+    assert [r["number"] for r in trials_csv(out)] == [str(t.number) for t in study.trials]
+    best = study.best_trial
+    assert _retrained_value(out, best.number) == best.value
+    assert build_config(out / "best.yaml").optim.lr == best.params["optim.lr"]
+
+
+def test_trials_side_by_side_in_processes_through_the_cli(tmp_path, capsys):
+    out = tmp_path / "tune"
+    args = ["tune", "--config", str(demo_config_path()), "--trials", "3", "--out", str(out)]
+    assert main([*args, "--jobs", "2", "--pruner", "none", *TINY]) == 0
+    _side_by_side_checks(out, capsys.readouterr().out, jobs=2)
+
+
+def test_a_worker_counts_the_trials_running_elsewhere(tmp_path, capsys):
+    out = tmp_path / "tune"
+    tune(demo_config_path(), TINY, out, trials=1, pruner="none")
+    storage = f"sqlite:///{out}/study.db"
+    elsewhere = optuna.load_study(study_name=f"mmanet-tune-{out.name}", storage=storage).ask()
+    # a second worker of the study (an RDB URL: it does not own the folder): 1 + 1 running
+    # + the one it trains make 3
+    tune(demo_config_path(), TINY, out, trials=3, pruner="none", storage=storage)
+    states = [r["state"] for r in trials_csv(out)]
+    assert states.count("COMPLETE") == 2 and states[elsewhere.number] == "RUNNING"
+    capsys.readouterr()
+
+
+@pytest.mark.skipif(find_spec("ray") is None, reason="Ray is not installed")
+def test_trials_side_by_side_on_a_local_ray(tmp_path, capsys):
+    import ray
+
+    out = tmp_path / "tune"
+    summary = tune(demo_config_path(), TINY, out, trials=3, pruner="none", jobs=2, backend="ray")
+    assert not ray.is_initialized()  # the Ray started for the study was shut down
+    _side_by_side_checks(out, capsys.readouterr().out, jobs=2)
+    assert summary["best"]["value"] == min(r["value"] for r in summary["trials"] if r["value"])
+
+
+def test_a_cluster_needs_a_shared_storage(tmp_path):
+    with pytest.raises(ConfigError, match=r"--address.*RDB --storage"):
+        tune(demo_config_path(), TINY, tmp_path / "t", backend="ray", address="10.0.0.1:6379")
+    assert not (tmp_path / "t").exists()
+
+
+def test_workers_and_resumptions_never_share_a_sampler_seed(tmp_path):
+    """Worker 0 opening after one trial started and worker 1 opening before any did: the
+    sum of the parts would give both the same seed (a Ray run drew one lr twice)."""
+    from mmanet.tune.storage import sampler_seed, study_name
+
+    class Held:  # a storage holding ``trials`` trials of the folder's study
+        def __init__(self, trials: int) -> None:
+            self.trials = trials
+
+        def get_study_id_from_name(self, name: str) -> int:
+            assert name == study_name(tmp_path)
+            return 7
+
+        def get_all_trials(self, study_id: int, deepcopy: bool) -> list:
+            return [None] * self.trials
+
+    seeds = {
+        (started, worker): sampler_seed(0, Held(started), tmp_path, None, worker)
+        for started in range(4)
+        for worker in range(4)
+    }
+    assert len(set(seeds.values())) == len(seeds)
+    assert sampler_seed(0, Held(2), tmp_path, None, 1) == seeds[2, 1]  # reproducible

@@ -198,7 +198,7 @@ def default_jobs(threads: int, seeds: Sequence[int], methods: Sequence[str]) -> 
 
 
 def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
-    """Where the runs of ``compare`` and ``demo`` are trained (see docs/cluster.md)."""
+    """Where the runs of ``compare``, ``demo`` and ``tune`` are trained (docs/cluster.md)."""
     parser.add_argument(
         "--backend",
         default="process",
@@ -219,7 +219,7 @@ def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _backend_options(args: argparse.Namespace) -> dict:
-    """``compare``'s keywords for :func:`_add_backend_arguments`'s options."""
+    """The keywords of ``compare`` and ``tune`` for :func:`_add_backend_arguments`'s options."""
     return {"backend": args.backend, "address": args.address, "gpus_per_run": args.gpus_per_run}
 
 
@@ -266,6 +266,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         seed=args.seed,
         timeout=args.timeout,
         pruner=args.pruner,
+        jobs=args.jobs,
+        **_backend_options(args),
     )
     if summary["best"] is None:
         raise TrainingError(f"no trial completed in {out} (see trials.csv); no best.yaml")
@@ -440,6 +442,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["median", "halving", "none"],
         help="stop weak trials early on their per-epoch val value (default %(default)s)",
     )
+    tune.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="trials trained at a time, each in its own process (default 1)",
+    )
+    _add_backend_arguments(tune)
     tune.add_argument("overrides", nargs="*", help=_overrides_help())
     tune.set_defaults(func=cmd_tune)
 
