@@ -38,7 +38,7 @@ def main() -> None:
         tmp = workdir / args.name
         overrides = [
             f"data.root={root}",
-            "data.size=[48,64]",
+            "data.nyuv2.size=[48,64]",
             "data.batch_size=4",
             "data.eval_batch_size=4",
             "data.num_workers=0",

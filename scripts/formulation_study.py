@@ -117,7 +117,7 @@ def loss_scales(task: str) -> dict[str, float]:
     base = folder(task, None, None) / "seed-0"
     config = build_config(config_path, settings())
     data = build_data(config.data)
-    chosen = config.method.mad.features
+    chosen = config.method.distill_features
     features = build_task(data, config).distill_features if chosen == "auto" else chosen
     teacher, _ = load_network(base / "teacher")
     student, _ = load_network(base / "sf_md")

@@ -55,6 +55,13 @@ TUNE_DIRS = {"mmanet": "tune", "sf_md": "tune_sf_md"}
 METRIC = "error"
 
 
+def metric_lower_is_better() -> bool:
+    """Which way :data:`METRIC` is better, as the classification task declares it."""
+    from mmanet.tasks import ClassificationTask
+
+    return ClassificationTask.lower_is_better(METRIC)
+
+
 def public_config(dataset: str) -> Path:
     import mmanet
 
@@ -310,7 +317,12 @@ def judge(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     from mmanet.verdicts import verdicts
 
     return {
-        name: verdicts({m: results[m] for m in (base, *columns)}, METRIC, base)
+        name: verdicts(
+            {m: results[m] for m in (base, *columns)},
+            METRIC,
+            base,
+            lower_is_better=metric_lower_is_better(),
+        )
         for name, (base, columns) in JUDGEMENTS.items()
     }
 
@@ -528,7 +540,9 @@ def write_page(summaries: list[dict[str, Any]], args: argparse.Namespace) -> Non
             "",
             f"### Error (%) per combination, test split, seeds {', '.join(map(str, seeds))}",
             "",
-            comparison_table(results, METRIC, titles=TITLES),
+            comparison_table(
+                results, METRIC, titles=TITLES, lower_is_better=metric_lower_is_better()
+            ),
             "",
             "### Verdicts against SF-MD (the comparison asked for)",
             "",

@@ -74,7 +74,7 @@ def test_train_resume_and_evaluate(tmp_path, capsys):
         (["train", "imports=[no_such_module]"], "imports: no module named 'no_such_module'"),
         (["train", "imports=[missing.py]"], "imports: file not found: missing.py"),
         (["train", "method.distill=kd"], "unknown method.distill='kd'; registered: mad, sp"),
-        (["train", "method.terms={nope: 1}"], "unknown method.terms='nope'; registered: task"),
+        (["train", "method.terms={nope: 1}"], "unknown method.terms='nope'; registered: dmrnet_kl"),
         (["train", "task=regression"], "unknown task='regression'; registered: classification"),
         (
             ["train", "model.fusion=hemis", "model.fusion_aux=true"],
@@ -107,7 +107,7 @@ def test_console_entry_point():
     assert done.returncode == 2
     assert done.stderr.strip() == (
         "mmanet: error: unknown model.fusion='mean'; "
-        "registered: concat, hemis, lcr, mmformer, rfnet"
+        "registered: concat, hemis, lcr, mmformer, rfnet, shaspec"
     )
 
 
@@ -126,7 +126,7 @@ def test_train_on_a_manifest_of_images_and_arrays(tmp_path):
     (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
     common = [
         "data.name=manifest",
-        f"data.manifest={tmp_path / 'data.csv'}",
+        f"data.manifest.file={tmp_path / 'data.csv'}",
         "data.batch_size=8",
         "data.bona_fide_class=0",
         "model.encoders.rgb.type=cnn",
@@ -172,8 +172,8 @@ def test_segmentation_demo_on_the_rendered_scenes(tmp_path, capsys):
         "--no-progress",
         "--seeds",
         "1",
-        f"data.cache_dir={tmp_path / 'cache'}",
-        "data.size=[32,64]",
+        f"data.rendered.cache_dir={tmp_path / 'cache'}",
+        "data.rendered.size=[32,64]",
         "optim.epochs=2",
         "method.mar.warmup_epochs=1",
     ]
@@ -197,7 +197,7 @@ def test_nyuv2_paper_configs_end_to_end_on_the_fixture(tmp_path, capsys):
     root = write_nyuv2(tmp_path / "nyuv2", n_train=8, n_test=3, size=(24, 64))
     tiny = [
         f"data.root={root}",
-        "data.size=[24,64]",
+        "data.nyuv2.size=[24,64]",
         "data.batch_size=4",
         "data.eval_batch_size=4",
         "data.num_workers=0",
@@ -249,13 +249,14 @@ def test_compare_writes_tables_figures_and_provenance_and_reuses_runs(tmp_path, 
     summary = json.loads((out / "results.json").read_text())
     assert list(summary["methods"]) == [
         "customized", "sf_md", "hemis", "lcr", "rfnet", "mmformer", "mmanet",
-        "sf_md_sp", "sf_mad", "sf_mad_sr",
+        "sf_md_sp", "sf_mad", "sf_mad_sr", "dmrnet", "shaspec",
     ]  # fmt: skip
     rfnet = summary["columns"]["rfnet"]
     assert rfnet["config"]["model"]["fusion"] == "rfnet" and len(rfnet["runs"]) == 2
     assert rfnet["code_versions"][0].startswith(mmanet.__version__)
     table = (out / "results.md").read_text()
-    for title in ("Comparison with the unified methods", "MAD vs SP", "MAR vs SR", "Provenance"):
+    titles = ("Comparison with the unified methods", "MAD vs SP", "MAR vs SR", "came after")
+    for title in (*titles, "Provenance"):
         assert title in table
     assert " ± " in table and "**" in table
     for figure in ("bars.png", "fig4_sp_vs_mad.png", "fig5_warmup.png"):

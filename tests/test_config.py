@@ -91,7 +91,7 @@ def test_override_without_key_value_raises(item):
 
 
 def test_nested_override_merges_with_file(tmp_path):
-    path = write(tmp_path, "method:\n  mad: {relation: gram}\n")
+    path = write(tmp_path, "method:\n  name: sf_mad\n  mad: {relation: gram}\n")
     config = build_config(path, ["method.mad.weighting=linear"])
     assert config.method.mad.relation == "gram"
     assert config.method.mad.weighting == "linear"
@@ -265,7 +265,9 @@ def test_int_list_accepted_for_float_list():
 
 
 def test_optional_values_accept_null():
-    config = build_config(overrides=["data.bona_fide_class=null", "method.teacher=runs/t"])
+    config = build_config(
+        overrides=["data.bona_fide_class=null", "method.name=sf_mad", "method.teacher=runs/t"]
+    )
     assert config.data.bona_fide_class is None
     assert config.method.teacher == "runs/t"
     assert build_config(overrides=["data.bona_fide_class=1"]).data.bona_fide_class == 1

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from mmanet.config import DataConfig
-from mmanet.data import DataError, build_data
+from mmanet.data import DataError, build_data, data_config
 from mmanet.data.mfeat import default_root, read_view
 
 
@@ -64,7 +64,7 @@ def make_files(tmp_path, n=12):
 
 def test_manifest_reads_images_and_arrays_with_named_labels(tmp_path):
     path = write_manifest(tmp_path, make_files(tmp_path))
-    data = build_data(DataConfig(name="manifest", manifest=str(path)))
+    data = build_data(data_config("manifest", file=str(path)))
     assert data.modalities == ["rgb", "depth"]
     assert data.class_names == ["cat", "dog"]
     assert data.input_shapes == {"rgb": (3, 4, 5), "depth": (2, 4, 5)}
@@ -87,7 +87,7 @@ def test_manifest_reads_images_and_arrays_with_named_labels(tmp_path):
 def test_manifest_errors_name_the_fault(tmp_path, mutate, message):
     path = write_manifest(tmp_path, mutate(make_files(tmp_path)))
     with pytest.raises(DataError, match=message):
-        data = build_data(DataConfig(name="manifest", manifest=str(path)))
+        data = build_data(data_config("manifest", file=str(path)))
         for i in range(len(data.train)):
             data.train[i]
 
@@ -97,10 +97,8 @@ def test_manifest_wrong_shape_and_missing_column(tmp_path):
     np.save(tmp_path / "3.npy", np.zeros((2, 4, 4), dtype=np.float32))  # row 3 is a test row
     # found when the manifest loads (every file's header), not when the sample is read
     with pytest.raises(DataError, match=r"line 5: .*3\.npy has shape \(2, 4, 4\), the other"):
-        build_data(DataConfig(name="manifest", manifest=str(write_manifest(tmp_path, rows))))
+        build_data(data_config("manifest", file=str(write_manifest(tmp_path, rows))))
     with pytest.raises(DataError, match="no column for modality 'ir'"):
         build_data(
-            DataConfig(
-                name="manifest", manifest=str(tmp_path / "manifest.csv"), modalities=["rgb", "ir"]
-            )
+            data_config("manifest", file=str(tmp_path / "manifest.csv"), modalities=["rgb", "ir"])
         )

@@ -70,7 +70,7 @@ def train_on(folder: Path, rows: list[list[str]], *extra: str) -> list[str]:
     """Write ``folder/m.csv`` from ``rows``; the arguments of a short run on it."""
     lines = ["rgb,depth,label,split", *(",".join(row) for row in rows)]
     (folder / "m.csv").write_text("\n".join(lines) + "\n")
-    manifest = f"data.manifest={folder / 'm.csv'}"
+    manifest = f"data.manifest.file={folder / 'm.csv'}"
     return ["train", "data.name=manifest", manifest, f"out={folder / 'run'}", *ONE_EPOCH, *extra]
 
 
@@ -120,7 +120,8 @@ def test_bad_manifest_rows_are_named(tmp_path, capsys, row, message):
 
 
 def test_a_missing_manifest_is_named(tmp_path, capsys):
-    args = ["train", "data.name=manifest", f"data.manifest={tmp_path / 'no.csv'}", *ONE_EPOCH]
+    args = ["train", "data.name=manifest", f"data.manifest.file={tmp_path / 'no.csv'}"]
+    args += ONE_EPOCH
     assert fails(args, capsys).endswith(f"manifest not found: {tmp_path / 'no.csv'}")
 
 
@@ -156,7 +157,8 @@ def test_a_data_error_in_a_loader_worker_keeps_its_one_line(tmp_path, capsys):
     line = fails(train_on(tmp_path, rows, *SMALL_NET, "data.num_workers=1"), capsys)
     assert line == (
         f"mmanet: error: {tmp_path / 'm.csv'}: line 6: {tmp_path / '4.npy'} holds NaN or "
-        "infinite values (1 of 3); set data.nonfinite=missing to count it as a missing modality"
+        "infinite values (1 of 3); set data.manifest.nonfinite=missing to count it as a missing "
+        "modality"
     )
 
 

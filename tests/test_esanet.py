@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmanet.config import ConfigError, ESANetConfig, ModelConfig, build_config
+from mmanet.config import ConfigError, ModelConfig, build_config
 from mmanet.models import build_model
+from mmanet.models.esanet import ESANetSettings
 from mmanet.nn import LearnedUpsample, NonBottleneck1D, SEFusionAdd
 
 MODALITIES = ["rgb", "depth"]
@@ -17,12 +18,12 @@ NUM_CLASSES = 5
 
 
 def tiny(encoder: str = "resnet18", block: str = "nbt1d", **extra) -> ModelConfig:
-    esanet = ESANetConfig(
+    esanet = ESANetSettings(
         encoder=encoder, block=block, width=8, decoder_channels=[32, 16, 8], decoder_blocks=1
     )
     for key, value in extra.items():
         setattr(esanet, key, value)
-    return ModelConfig(name="esanet", esanet=esanet)
+    return ModelConfig(name="esanet", entries={"esanet": esanet})
 
 
 def build(cfg: ModelConfig | None = None, reg_head: bool = False):

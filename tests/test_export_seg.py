@@ -88,7 +88,7 @@ def seg_overrides(out: Path, root: Path, fusion: str, **extra) -> list[str]:
     items = {
         **TINY,
         "data.root": str(root),
-        "data.size": f"[{SIZE[0]},{SIZE[1]}]",
+        "data.rendered.size": f"[{SIZE[0]},{SIZE[1]}]",
         "data.batch_size": 4,
         "data.eval_batch_size": 4,
         "model.fusion": fusion,

@@ -18,8 +18,6 @@ SHORT = [
     "data.num_workers=0",
     "data.batch_size=8",
     "data.eval_batch_size=32",
-    "data.image_size=32",
-    "data.resize=40",
     "optim.epochs=2",
     "optim.warmup_epochs=1",
     "optim.milestones=[1]",
@@ -28,7 +26,8 @@ SHORT = [
 
 
 def run_teacher_and_mmanet(dataset: str, root: Path, out: Path, extra: list[str]) -> dict:
-    common = [f"data.root={root}", *SHORT, *extra]
+    small = [f"data.{dataset}.image_size=32", f"data.{dataset}.resize=40"]
+    common = [f"data.root={root}", *SHORT, *small, *extra]
     assert (
         main(
             [
@@ -88,6 +87,6 @@ def test_casia_surf_fixture_teacher_and_mmanet_through_the_cli(tmp_path, capsys)
 @pytest.mark.slow
 def test_cefa_fixture_teacher_and_mmanet_through_the_cli(tmp_path):
     root = write_cefa(tmp_path / "cefa", subjects_per_split=1, frames_per_video=2, size=32)
-    report = run_teacher_and_mmanet("cefa", root, tmp_path / "runs", ["data.protocol=4@5"])
+    report = run_teacher_and_mmanet("cefa", root, tmp_path / "runs", ["data.cefa.protocol=4@5"])
     assert len(report["combinations"]) == 7
     assert {"acer", "apcer", "bpcer"} <= set(report["combinations"]["rgb+depth+ir"])

@@ -15,11 +15,12 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from mmanet.config import DataConfig
-from mmanet.data import DataError, build_data, collate
+from mmanet.data import DataError, build_data, collate, data_config
 from mmanet.data.cefa import PAI_TO_CLASS, load_cefa, parse_video_name
 from mmanet.data.face import BONA_FIDE, FACE_MODALITIES
 from mmanet.data.fixtures import face_images, write_casia_surf, write_cefa
 from mmanet.data.transforms import face_transforms
+from mmanet.errors import ConfigError
 
 HALF_RANGE = 127.5 / 128  # |(x - 127.5) / 128| for x in [0, 255]
 
@@ -40,11 +41,12 @@ def cefa_root(tmp_path_factory):
 
 
 def casia_config(root, **extra) -> DataConfig:
-    return DataConfig(name="casia_surf", root=str(root), **extra)
+    """data.name=casia_surf; ``extra`` keys of data.casia_surf (skip_unreadable, ...) go there."""
+    return data_config("casia_surf", root=str(root), **extra)
 
 
 def cefa_config(root, protocol="4@1", **extra) -> DataConfig:
-    return DataConfig(name="cefa", root=str(root), protocol=protocol, **extra)
+    return data_config("cefa", root=str(root), protocol=protocol, **extra)
 
 
 def list_lines(root: Path, name: str = "train_list.txt") -> list[list[str]]:
@@ -196,10 +198,12 @@ def test_cefa_protocol_4_splits_by_race_subject_and_attack(cefa_root, protocol, 
 
 
 def test_cefa_protocol_errors_name_the_protocol(cefa_root, tmp_path):
-    with pytest.raises(DataError, match=r"unknown CeFA protocol data.protocol='4@9'") as excinfo:
-        build_data(cefa_config(cefa_root, "4@9"))
-    assert "'4@1'" in one_line_error(excinfo)
-    with pytest.raises(DataError, match=r"unknown CeFA protocol data.protocol=None"):
+    with pytest.raises(ConfigError, match=r"data\.cefa\.protocol must be one of .*'4@9'") as info:
+        cefa_config(cefa_root, "4@9")
+    assert "'4@1'" in one_line_error(info)
+    with pytest.raises(DataError, match=r"unknown CeFA protocol data\.cefa\.protocol='4@9'"):
+        load_cefa(cefa_root, "4@9")
+    with pytest.raises(DataError, match=r"unknown CeFA protocol data\.cefa\.protocol=None"):
         build_data(cefa_config(cefa_root, None))
     (tmp_path / "AF").mkdir()
     with pytest.raises(

@@ -41,7 +41,14 @@ def make_features(
 def expected_width(name: str, channels: list[int]) -> int:
     c, m = max(channels), len(channels)
     # RFNet: a region half and a short-cut half of c // 2 channels each
-    return {"concat": sum(channels), "hemis": 2 * c, "rfnet": 2 * (c // 2)}.get(name, m * c)
+    # ShaSpec: each modality's [shared ; specific] halves fused to one half, c // 2
+    widths = {
+        "concat": sum(channels),
+        "hemis": 2 * c,
+        "rfnet": 2 * (c // 2),
+        "shaspec": m * (c // 2),
+    }
+    return widths.get(name, m * c)
 
 
 def perturb_absent(features: list[torch.Tensor], mask: torch.Tensor, value: float | None = None):
@@ -222,9 +229,8 @@ def task_for(labels: torch.Tensor):
 def test_auxiliary_loss(name: str, labels_kind: str) -> None:
     torch.manual_seed(0)
     dense = labels_kind == "segmentation"
-    fusion = build_fusion(
-        name, [8, 16, 8], NUM_CLASSES, aux=True, regions=NUM_CLASSES, region_supervision=dense
-    )
+    own = {"regions": NUM_CLASSES} if name == "rfnet" else {}  # model.rfnet.regions
+    fusion = build_fusion(name, [8, 16, 8], NUM_CLASSES, aux=True, region_supervision=dense, **own)
     mask = make_mask(6, 3)
     mask[:, 2] = 0.0  # a modality present in no sample is skipped
     mask[mask.sum(1) == 0, 0] = 1.0

@@ -7,16 +7,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmanet.config import ConfigError, ESANetConfig, ModelConfig, build_config
+from mmanet.config import ConfigError, ModelConfig, build_config
 from mmanet.modality import all_masks
 from mmanet.models import build_model
+from mmanet.models.esanet import ESANetSettings
 from mmanet.registry import METHODS
 from mmanet.tasks import ClassificationTask, SegmentationTask
 
 FUSION_METHODS = [name for name, method in METHODS.items() if method.fusion is not None]
 
 # ESANet at the smallest widths that keep every stage
-TINY_ESANET = ESANetConfig(
+TINY_ESANET = ESANetSettings(
     encoder="resnet18",
     block="basic",
     width=8,
@@ -38,7 +39,7 @@ BUILDERS = {
         2,
     ),
     "esanet": (
-        ModelConfig(name="esanet", esanet=TINY_ESANET),
+        ModelConfig(name="esanet", entries={"esanet": TINY_ESANET}),
         {"rgb": (3, 32, 48), "depth": (1, 32, 48)},
         4,
     ),

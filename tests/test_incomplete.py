@@ -144,7 +144,7 @@ def test_a_step_draws_within_each_samples_modalities_and_mad_reads_the_complete_
     trainer.step.sampler.sample = everything_it_has
     teacher = trainer.objective.teacher
     model = trainer.model.train()
-    assert trainer.cfg.method.mad.features == "fused"  # the demo's setting
+    assert trainer.cfg.method.distill_features == "fused"  # the demo's setting
     student = model.fuse(model.encode(inputs), available).fused
     with torch.no_grad():
         reference = teacher.network({k: v[complete] for k, v in inputs.items()})
@@ -279,7 +279,7 @@ def test_a_manifest_with_empty_cells_end_to_end(tmp_path, capsys):
     manifest, has = write_incomplete_manifest(tmp_path)
     common = [
         "data.name=manifest",
-        f"data.manifest={manifest}",
+        f"data.manifest.file={manifest}",
         "optim.epochs=6",
         "optim.warmup_epochs=1",
         "optim.milestones=[5]",

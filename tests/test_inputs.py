@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 
 from mmanet.cli import main
-from mmanet.config import DataConfig, build_config
-from mmanet.data import build_data, collate
+from mmanet.config import build_config
+from mmanet.data import build_data, collate, data_config
 from mmanet.data.base import AVAILABLE_KEY, DataError, read_array, read_header
 from mmanet.models import build_model
 from test_errors import ONE_EPOCH
@@ -65,7 +65,8 @@ def out(tmp_path: Path) -> Path:
 
 
 def train(manifest: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "data.name=manifest", f"data.manifest={manifest}", f"out={out}", *FAST, *extra]
+    data = ["data.name=manifest", f"data.manifest.file={manifest}"]
+    return ["train", *data, f"out={out}", *FAST, *extra]
 
 
 def fails(args: Sequence[object], capsys: pytest.CaptureFixture[str]) -> str:
@@ -94,7 +95,7 @@ def test_empty_cells_are_missing_modalities_in_every_batch(tmp_path):
     rows[0][0] = ""  # the first row lacks a: its shape comes from the other files
     rows[4][1] = " "  # a blank cell is empty too
     rows[3][0] = ""  # a test sample
-    data = build_data(DataConfig(name="manifest", manifest=str(write_manifest(tmp_path, rows))))
+    data = build_data(data_config("manifest", file=str(write_manifest(tmp_path, rows))))
     assert data.input_shapes == {"a": (4,), "b": (3,)}
     expected = torch.ones(6, 2, dtype=torch.bool)  # train: samples 0, 1, 4, 5, 8, 9
     expected[0, 0] = expected[2, 1] = False
@@ -115,7 +116,7 @@ def test_empty_cells_are_missing_modalities_in_every_batch(tmp_path):
 
 def test_a_complete_manifest_has_no_availability_key(tmp_path):
     data = build_data(
-        DataConfig(name="manifest", manifest=str(write_manifest(tmp_path, make_rows(tmp_path))))
+        data_config("manifest", file=str(write_manifest(tmp_path, make_rows(tmp_path))))
     )
     inputs, _ = collate([data.train[i] for i in range(len(data.train))])
     assert set(inputs) == {"a", "b"}
@@ -159,7 +160,7 @@ def test_a_nonfinite_file_is_named_in_every_split(tmp_path, out, capsys, row, va
     manifest = write_manifest(tmp_path, rows)
     assert fails(train(manifest, out), capsys) == (
         f"{manifest}: line {row + 2}: {tmp_path / f'a{row}.npy'} holds NaN or infinite values "
-        "(1 of 4); set data.nonfinite=missing to count it as a missing modality"
+        "(1 of 4); set data.manifest.nonfinite=missing to count it as a missing modality"
     )
     untouched(out, loaded=True)
 
@@ -169,7 +170,7 @@ def test_a_nonfinite_file_is_named_whichever_split_reads_it(tmp_path):
     for i in (1, 2, 3):  # train, val, test
         np.save(tmp_path / f"b{i}.npy", np.array([0.0, np.nan, 0.0], dtype=np.float32))
     manifest = write_manifest(tmp_path, rows)
-    data = build_data(DataConfig(name="manifest", manifest=str(manifest)))
+    data = build_data(data_config("manifest", file=str(manifest)))
     for split, line in (("train", 3), ("val", 4), ("test", 5)):
         with pytest.raises(DataError, match=rf"line {line}: .*b{line - 2}\.npy holds NaN"):
             data.split(split)[0 if split != "train" else 1]
@@ -181,7 +182,7 @@ def test_nonfinite_missing_makes_that_modality_missing(tmp_path):
     np.save(tmp_path / "a4.npy", np.array([0.0, np.inf, 0.0, 0.0], dtype=np.float32))
     np.save(tmp_path / "a5.npy", np.arange(4))  # integers: never NaN, so never read up front
     manifest = str(write_manifest(tmp_path, rows))
-    data = build_data(DataConfig(name="manifest", manifest=manifest, nonfinite="missing"))
+    data = build_data(data_config("manifest", file=manifest, nonfinite="missing"))
     assert data.test.availability.tolist() == [[True, False], [True, True], [True, True]]
     assert data.train.availability[2].tolist() == [False, True]  # sample 4
     inputs, _ = data.test[0]
@@ -194,9 +195,9 @@ def test_a_row_left_without_a_finite_file_is_one_line(tmp_path, out, capsys):
     for name in ("a6.npy", "b6.npy"):
         np.save(tmp_path / name, np.full(4 if name[0] == "a" else 3, np.nan, dtype=np.float32))
     manifest = write_manifest(tmp_path, rows)
-    assert fails(train(manifest, out, "data.nonfinite=missing"), capsys) == (
+    assert fails(train(manifest, out, "data.manifest.nonfinite=missing"), capsys) == (
         f"{manifest}: line 8: no modality left, every file holds NaN or infinite values "
-        "(data.nonfinite=missing)"
+        "(data.manifest.nonfinite=missing)"
     )
     untouched(out)
 
@@ -207,7 +208,7 @@ def test_nonfinite_missing_trains(tmp_path):
     for i in (1, 6, 11):
         np.save(tmp_path / f"a{i}.npy", np.full(4, np.nan, dtype=np.float32))
     manifest = write_manifest(tmp_path, rows)
-    assert main(train(manifest, tmp_path / "run", "data.nonfinite=missing")) == 0
+    assert main(train(manifest, tmp_path / "run", "data.manifest.nonfinite=missing")) == 0
 
 
 @pytest.fixture(scope="module")
@@ -401,7 +402,8 @@ def test_the_example_config_builds_on_a_manifest(tmp_path, method):
         rows.append([f"{i}.png", a, label, split])
     manifest = write_manifest(tmp_path, rows, header="rgb,depth,label,split")
     extra = ["method.teacher=runs/teacher"] if method == "mmanet" else []
-    config = build_config(EXAMPLE, [f"data.manifest={manifest}", f"method.name={method}", *extra])
+    overrides = [f"data.manifest.file={manifest}", f"method.name={method}", *extra]
+    config = build_config(EXAMPLE, overrides)
     assert config.data.name == "manifest" and config.optim.epochs > config.method.mar.warmup_epochs
     data = build_data(config.data)
     model = build_model(

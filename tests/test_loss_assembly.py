@@ -227,7 +227,9 @@ def test_distillation_total_is_task_plus_alpha_times_mad(
     tmp_path, data, batch, teacher_dir, method, features, weighting
 ):
     inputs, labels = batch
-    trainer = make_trainer(tmp_path, data, method, teacher_dir, **{"method.mad.features": features})
+    trainer = make_trainer(
+        tmp_path, data, method, teacher_dir, **{"method.distill_features": features}
+    )
     fused, representation, logits = deployment(trainer.model, inputs, MASKS)
     with torch.no_grad():
         teacher = teacher_of(trainer)(inputs)  # the complete inputs, no mask
@@ -250,7 +252,9 @@ def test_regularization_is_the_reg_heads_loss_on_the_omega_rows_times_beta(
     tmp_path, data, batch, teacher_dir, method, omega
 ):
     inputs, labels = batch
-    trainer = make_trainer(tmp_path, data, method, teacher_dir, **{"method.mad.features": "fused"})
+    trainer = make_trainer(
+        tmp_path, data, method, teacher_dir, **{"method.distill_features": "fused"}
+    )
     expected_omega = omega if omega is not None else singleton_masks(3)
     rows = omega_rows(MASKS, expected_omega)
     assert 1 < len(rows) < len(MASKS)

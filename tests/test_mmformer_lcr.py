@@ -319,11 +319,12 @@ def test_one_modality_alone_still_reaches_the_output(name: str):
 
 
 def test_the_fusion_widths_setting_reaches_the_fusion_modules():
-    from mmanet.config import ModelConfig
+    from mmanet.config import build_config
     from mmanet.fusion import configured_fusion
 
     def built(name: str, widths: str):
-        return configured_fusion(ModelConfig(fusion=name, fusion_widths=widths), [32, 48], 3)
+        config = build_config(overrides=[f"model.fusion={name}", f"model.{name}.widths={widths}"])
+        return configured_fusion(config.model, [32, 48], 3)
 
     assert built("mmformer", "paper").width == 512
     assert built("mmformer", "small").width == 48  # the widest modality

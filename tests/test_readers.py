@@ -15,7 +15,14 @@ from PIL import Image
 from mmanet import predict
 from mmanet.cli import main
 from mmanet.config import DataConfig
-from mmanet.data import ArrayReader, DataError, build_data, input_reader, register_dataset
+from mmanet.data import (
+    ArrayReader,
+    DataError,
+    build_data,
+    data_config,
+    input_reader,
+    register_dataset,
+)
 from mmanet.data.base import read_array
 from mmanet.data.cityscapes import load_cityscapes
 from mmanet.data.fixtures import write_casia_surf
@@ -25,7 +32,7 @@ from mmanet.engine import load_network
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 STORED = (24, 32)  # the fixtures' image size (height, width)
-SIZE = [20, 28]  # data.size: the evaluation transform resizes
+SIZE = [20, 28]  # data.<dataset>.size: the evaluation transform resizes
 
 
 def assert_reader_matches_test_split(cfg: DataConfig, files, modalities) -> None:
@@ -62,18 +69,18 @@ def cityscapes_root(tmp_path_factory):
     ids=["refined-default-statistics", "raw-run-statistics"],
 )
 def test_nyuv2_reader_gives_the_test_split_input(nyuv2_root, statistics):
-    cfg = DataConfig(name="nyuv2", root=str(nyuv2_root), size=SIZE, **statistics)
+    cfg = data_config("nyuv2", root=str(nyuv2_root), size=SIZE, **statistics)
     assert_reader_matches_test_split(cfg, rgbd_file, ("rgb", "depth"))
 
 
 def test_cityscapes_reader_reads_disparity_as_the_loader(cityscapes_root):
-    cfg = DataConfig(name="cityscapes", root=str(cityscapes_root), size=SIZE)
+    cfg = data_config("cityscapes", root=str(cityscapes_root), size=SIZE)
     assert_reader_matches_test_split(cfg, rgbd_file, ("rgb", "depth"))
 
 
 def test_rendered_reader_gives_the_test_split_input(tmp_path):
     root = render_dataset(tmp_path / "rendered", 2, 3, STORED, seed=0, workers=1, n_val=1)
-    cfg = DataConfig(name="rendered", root=str(root), size=SIZE)
+    cfg = data_config("rendered", root=str(root), size=SIZE)
     depth = np.asarray(Image.open(root / "test" / "depth" / "0000.png"))
     assert (depth == 0).any()  # holes: kept at 0 by the reader too
     assert_reader_matches_test_split(cfg, rgbd_file, ("rgb", "depth"))
@@ -81,14 +88,14 @@ def test_rendered_reader_gives_the_test_split_input(tmp_path):
 
 def test_casia_surf_reader_gives_the_test_split_input(tmp_path):
     root = write_casia_surf(tmp_path / "casia", n_per_split=3, size=40)
-    cfg = DataConfig(name="casia_surf", root=str(root), image_size=24, resize=32)
+    cfg = data_config("casia_surf", root=str(root), image_size=24, resize=32)
     assert_reader_matches_test_split(
         cfg, lambda record, name: record.paths[name], ("rgb", "depth", "ir")
     )
 
 
 def test_reader_shape_mismatch_names_the_file(nyuv2_root):
-    reader = input_reader(DataConfig(name="nyuv2", size=SIZE))
+    reader = input_reader(data_config("nyuv2", size=SIZE))
     path = nyuv2_root / "test" / "rgb" / "0002.png"
     with pytest.raises(DataError, match=r"0002\.png: rgb input of shape \(3, 20, 28\), the "):
         reader.read(path, "rgb", (3, *STORED))
@@ -126,7 +133,7 @@ def cityscapes_run(tmp_path_factory, cityscapes_root):
     run = tmp_path_factory.mktemp("runs") / "teacher"
     tiny = [
         f"data.root={cityscapes_root}",
-        f"data.size=[{STORED[0]},{STORED[1]}]",
+        f"data.cityscapes.size=[{STORED[0]},{STORED[1]}]",
         "data.batch_size=4",
         "data.eval_batch_size=4",
         "data.num_workers=0",
@@ -170,7 +177,8 @@ def test_onnx_sidecar_records_each_inputs_shape_dtype_and_preprocessing(tmp_path
     root = write_casia_surf(tmp_path / "casia", n_per_split=4, size=40)
     run, out = tmp_path / "run", tmp_path / "surf.onnx"
     short = ["optim.epochs=1", "optim.warmup_epochs=0", "optim.milestones=[]"]
-    images = ["data.image_size=32", "data.resize=40", "data.batch_size=4", "data.num_workers=0"]
+    images = ["data.casia_surf.image_size=32", "data.casia_surf.resize=40"]
+    images += ["data.batch_size=4", "data.num_workers=0"]
     quiet = ["device=cpu", "progress=false", "tensorboard=false", f"data.root={root}"]
     config = CONFIGS / "casia_surf" / "teacher.yaml"
     assert main(["train", "--config", str(config), f"out={run}", *short, *images, *quiet]) == 0
@@ -178,7 +186,7 @@ def test_onnx_sidecar_records_each_inputs_shape_dtype_and_preprocessing(tmp_path
     sidecar = json.loads((tmp_path / "surf.onnx.json").read_text())
     inputs = sidecar["inputs"]
     assert list(inputs) == ["rgb", "depth", "ir", "mask"]
-    reader = input_reader(DataConfig(name="casia_surf", image_size=32))
+    reader = input_reader(data_config("casia_surf", image_size=32))
     for name in ("rgb", "depth", "ir"):
         assert inputs[name] == {
             "shape": ["batch", 3, 32, 32],

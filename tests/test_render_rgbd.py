@@ -123,12 +123,11 @@ def test_the_val_split_is_held_out_and_leaves_train_and_test_unchanged(dataset, 
 
 
 def test_the_rendered_bundle_validates_on_the_held_out_split(tmp_path):
-    from mmanet.config import DataConfig
-    from mmanet.data import build_data
+    from mmanet.data import build_data, data_config
 
     cached_dataset(tmp_path, **SMALL)  # what build_data reads: the default counts differ
     root = next(tmp_path.iterdir())
-    bundle = build_data(DataConfig(name="rendered", root=str(root), size=[24, 32]))
+    bundle = build_data(data_config("rendered", root=str(root), size=[24, 32]))
     assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (8, 3, 4)
     val_rgb = (root / "val" / "rgb" / "0000.png").read_bytes()
     assert val_rgb != (root / "test" / "rgb" / "0000.png").read_bytes()

@@ -213,7 +213,9 @@ SHAPES = {"rgb": (3, 32, 48), "depth": (1, 32, 48)}
 
 
 def esanet_rfnet():
-    cfg = ModelConfig(name="esanet", fusion="rfnet", fusion_aux=True, esanet=TINY_ESANET)
+    cfg = ModelConfig(
+        name="esanet", fusion="rfnet", fusion_aux=True, entries={"esanet": TINY_ESANET}
+    )
     torch.manual_seed(0)
     return build_model(cfg, list(SHAPES), SHAPES, 4, False).eval()
 

@@ -154,7 +154,7 @@ def test_the_pixel_loss_of_a_batch_without_labelled_pixels_is_zero_not_nan(tmp_p
 
 
 def test_segmentation_mad_reads_the_fused_map_by_default(tmp_path, nyuv2):
-    """For segmentation MAD flattens the fused map (method.mad.features=auto,
+    """For segmentation MAD flattens the fused map (method.distill_features=auto,
     docs/method.md#segmentation); ESANet's fused map is its bottleneck map after the
     context module."""
     from mmanet.losses import mad_loss
@@ -163,7 +163,7 @@ def test_segmentation_mad_reads_the_fused_map_by_default(tmp_path, nyuv2):
 
     Trainer(config(tmp_path / "teacher", "teacher"), nyuv2).save()
     trainer = Trainer(config(tmp_path / "mad", "sf_mad", teacher=str(tmp_path / "teacher")), nyuv2)
-    assert trainer.cfg.method.mad.features == "auto"
+    assert trainer.cfg.method.distill_features == "auto"
     inputs, labels = next(iter(trainer.train_loader))
     mask = torch.tensor([[1.0, 1.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     _, terms, _ = trainer.objective(inputs, labels, mask)

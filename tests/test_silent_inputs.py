@@ -1,5 +1,5 @@
 """Inputs that once passed without a word or with a misleading one (docs/errors.md): one
-file given for two modalities, files dropped by ``data.nonfinite=missing`` (the start-up
+file given for two modalities, files dropped by ``data.manifest.nonfinite=missing`` (the start-up
 summary counts them), malformed files given to ``predict`` (one line, never a traceback) and
 an unreadable ``model.pretrained`` (one line, no torch warning). Every refused command exits
 with 2, prints one line and leaves what was already written as it was."""
@@ -93,7 +93,7 @@ def test_predict_manifest_refuses_one_file_for_two_modalities(trained, tmp_path,
     assert (tmp_path / "p.csv").read_bytes() == NOTE
 
 
-# --- 2. the start-up summary counts what data.nonfinite=missing drops ---------------------------
+# --- 2. the start-up summary counts what data.manifest.nonfinite=missing drops ----------------
 
 
 @pytest.mark.parametrize(
@@ -104,16 +104,16 @@ def test_predict_manifest_refuses_one_file_for_two_modalities(trained, tmp_path,
             [
                 "  training samples with each modality: a 119/120 (99.2 %), b 120/120 (100 %); "
                 "complete 119/120 (99.2 %)",
-                "  data.nonfinite=missing: 1 file (a 1) holds NaN or infinite values and is read "
-                "as a missing modality: {m}: line 7: {d}/a5.npy",
+                "  data.manifest.nonfinite=missing: 1 file (a 1) holds NaN or infinite values "
+                "and is read as a missing modality: {m}: line 7: {d}/a5.npy",
             ],
         ),
         (
             {7: "b", 10: "a", 11: "b"},  # test, val and test rows: every training sample whole
             [
                 "  samples: train 120, val 60, test 60",
-                "  data.nonfinite=missing: 3 files (a 1, b 2) hold NaN or infinite values and "
-                "are read as missing modalities; the first: {m}: line 9: {d}/b7.npy",
+                "  data.manifest.nonfinite=missing: 3 files (a 1, b 2) hold NaN or infinite "
+                "values and are read as missing modalities; the first: {m}: line 9: {d}/b7.npy",
             ],
         ),
     ],
@@ -125,7 +125,7 @@ def test_the_summary_counts_the_files_read_as_missing(tmp_path, capsys, bad, exp
         size = 4 if name == "a" else 3
         np.save(tmp_path / f"{name}{row}.npy", np.full(size, np.nan, dtype=np.float32))
     manifest = write_manifest(tmp_path, rows)
-    assert main(train(manifest, tmp_path / "run", "data.nonfinite=missing")) == 0
+    assert main(train(manifest, tmp_path / "run", "data.manifest.nonfinite=missing")) == 0
     printed = capsys.readouterr().out.splitlines()
     for line in expected:
         assert line.format(m=manifest, d=tmp_path) in printed, printed[:4]
@@ -161,8 +161,8 @@ def test_the_summary_lists_no_dropped_file_when_none_is():
     assert "nonfinite" not in summary(build_config(), data, train, "cpu")  # type: ignore[arg-type]
     data.nonfinite_files = [DroppedFile("m.csv: line 3", "b", Path("b1.npy"))]
     assert summary(build_config(), data, train, "cpu").endswith(  # type: ignore[arg-type]
-        "data.nonfinite=missing: 1 file (b 1) holds NaN or infinite values and is read as a "
-        "missing modality: m.csv: line 3: b1.npy"
+        "data.manifest.nonfinite=missing: 1 file (b 1) holds NaN or infinite values and is read "
+        "as a missing modality: m.csv: line 3: b1.npy"
     )
 
 

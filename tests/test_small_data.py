@@ -98,7 +98,7 @@ def manifest_run(tmp_path: Path, capsys, name: str, *extra: str) -> tuple[Path, 
         run, **{"optim.epochs": epochs, "optim.milestones": "[]", "method.mar.warmup_epochs": 1}
     )
     args = ["train", "--config", str(demo_config_path()), "data.name=manifest"]
-    args += [f"data.manifest={manifest}", "method.name=sf_md", *overrides, *extra]
+    args += [f"data.manifest.file={manifest}", "method.name=sf_md", *overrides, *extra]
     capsys.readouterr()
     assert main(args) == 0
     captured = capsys.readouterr()

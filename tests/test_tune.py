@@ -16,6 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from mmanet import testing
 from mmanet.cli import main
 from mmanet.config import build_config
 from mmanet.engine import Trainer
@@ -25,17 +26,7 @@ from mmanet.experiment import demo_config_path
 from mmanet.tune import default_space, tune
 
 # the bundled demo, tiny: 3 of its 6 views, small widths, 3 epochs
-TINY = [
-    "optim.epochs=3",
-    "optim.warmup_epochs=1",
-    "optim.milestones=[2]",
-    "method.mar.warmup_epochs=1",
-    "data.modalities=[fou,kar,mor]",
-    "model.encoder.widths=[32,16]",
-    "model.head_widths=[32]",
-    "tensorboard=false",
-    "progress=false",
-]
+TINY = list(testing.TINY)
 
 
 def trials_csv(out: Path) -> list[dict[str, str]]:

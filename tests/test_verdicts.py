@@ -11,6 +11,7 @@ import pytest
 
 from conftest import fast_overrides
 from mmanet.experiment import compare, demo_config_path, write_tables
+from mmanet.tasks import ClassificationTask, SegmentationTask
 from mmanet.verdicts import (
     BETTER,
     NOISE,
@@ -55,7 +56,7 @@ def test_the_t_quantile_has_n_minus_1_degrees_of_freedom():
 
 def test_the_interval_of_three_seeds_paired_by_seed_against_a_hand_computation():
     table = results("error", m={"a": METHOD}, sf_md={"a": BASELINE})
-    rows = compare_to_baseline(table, "m", "sf_md", "error")["rows"]
+    rows = compare_to_baseline(table, "m", "sf_md", "error", lower_is_better=True)["rows"]
     labels = ["a", "Single-modality average", "Average (1 combinations)"]
     assert [row["row"] for row in rows] == labels
     row = rows[0]
@@ -73,7 +74,10 @@ def test_a_group_row_pairs_the_seeds_group_means():
         m={"a": [1.0, 2.0, 4.0], "b": [3.0, 2.0, 2.0], "a+b": [2.0, 2.0, 3.0]},
         sf_md={"a": [2.0, 3.0, 5.0], "b": [4.0, 4.0, 3.0], "a+b": [3.0, 2.0, 1.0]},
     )
-    rows = {r["row"]: r for r in compare_to_baseline(table, "m", "sf_md", "error")["rows"]}
+    rows = {
+        r["row"]: r
+        for r in compare_to_baseline(table, "m", "sf_md", "error", lower_is_better=True)["rows"]
+    }
     assert rows["Single-modality average"]["differences"] == pytest.approx([-1.0, -1.5, -1.0])
     # all three: method 6/3, 6/3, 9/3; baseline 9/3, 9/3, 9/3 → −1, −1, 0
     assert rows["Average (3 combinations)"]["differences"] == pytest.approx([-1.0, -1.0, 0.0])
@@ -87,8 +91,15 @@ def test_an_error_drop_is_better_and_an_miou_drop_is_worse():
     assert verdict(0.5, 2.0, lower_is_better=False) == BETTER
     error = results("error", m={"a": METHOD}, sf_md={"a": BASELINE})
     miou = results("miou", m={"a": METHOD}, sf_md={"a": BASELINE})
-    assert compare_to_baseline(error, "m", "sf_md", "error")["rows"][0]["verdict"] == BETTER
-    assert compare_to_baseline(miou, "m", "sf_md", "miou")["rows"][0]["verdict"] == WORSE
+    # the direction is the task's: classification's error "min", segmentation's mIoU "max"
+    lower = {
+        "error": ClassificationTask.lower_is_better("error"),
+        "miou": SegmentationTask.lower_is_better("miou"),
+    }
+    by_error = compare_to_baseline(error, "m", "sf_md", "error", lower_is_better=lower["error"])
+    by_miou = compare_to_baseline(miou, "m", "sf_md", "miou", lower_is_better=lower["miou"])
+    assert by_error["rows"][0]["verdict"] == BETTER
+    assert by_miou["rows"][0]["verdict"] == WORSE
 
 
 def test_an_interval_that_crosses_or_touches_0_is_within_noise():
@@ -140,21 +151,24 @@ def test_the_baseline_is_sf_md_when_run_else_the_first_method():
     assert default_baseline(["hemis", "sf_md", "mmanet"]) == "sf_md"
     assert default_baseline(["hemis", "mmanet"]) == "hemis"
     table = results("error", m={"a": METHOD}, sf_md={"a": BASELINE})
-    assert verdicts(table, "error")["baseline"] == "sf_md"
-    assert list(verdicts(table, "error", baseline="m")["methods"]) == ["sf_md"]
+    assert verdicts(table, "error", lower_is_better=True)["baseline"] == "sf_md"
+    assert list(verdicts(table, "error", baseline="m", lower_is_better=True)["methods"]) == [
+        "sf_md"
+    ]
     with pytest.raises(ValueError, match="not among"):
-        verdicts(table, "error", baseline="mmanet")
+        verdicts(table, "error", baseline="mmanet", lower_is_better=True)
 
 
 def summary_of(table: dict, seeds: list[int], baseline: str | None = None) -> dict:
     """What compare writes, without the training."""
     return {
         "metric": "error",
+        "lower_is_better": True,
         "split": "test",
         "seeds": seeds,
         "titles": {"m": "M", "sf_md": "SF-MD"},
         "methods": table,
-        "verdicts": verdicts(table, "error", baseline),
+        "verdicts": verdicts(table, "error", baseline, lower_is_better=True),
     }
 
 
@@ -223,7 +237,9 @@ def test_the_readme_quotes_the_verdicts_computed_from_the_demo_results():
         ("sf_mad_sr", "sf_mad"): ["1 modality (mean of 6)"],
     }  # fmt: skip
     for (method, baseline), labels in quoted.items():
-        rows = compare_to_baseline(summary["methods"], method, baseline, "error")["rows"]
+        rows = compare_to_baseline(
+            summary["methods"], method, baseline, "error", lower_is_better=True
+        )["rows"]
         for row in (r for r in rows if r["row"] in labels):
             interval = f"{row['mean']:+.2f} [{row['low']:+.2f}, {row['high']:+.2f}]"
             assert interval in readme, (method, baseline, row["row"], interval)
@@ -231,5 +247,7 @@ def test_the_readme_quotes_the_verdicts_computed_from_the_demo_results():
             if row["verdict"] != NOISE:
                 assert after.lstrip().startswith(f"*{row['verdict']}*"), (method, interval)
     for method, baseline in [("mmanet", "sf_md"), ("sf_mad", "sf_md_sp"), ("mmanet", "sf_mad")]:
-        test = compare_to_baseline(summary["methods"], method, baseline, "error")["wilcoxon"]
+        test = compare_to_baseline(
+            summary["methods"], method, baseline, "error", lower_is_better=True
+        )["wilcoxon"]
         assert f"p = {test['p_value']:.2g})" in readme, (method, baseline, test["p_value"])

@@ -32,8 +32,8 @@ class Conv1dEncoder(nn.Module):
 
 def config(method: str, out: str, **method_keys):
     return build_config(overrides={
-        "data": {"name": "manifest", "manifest": sys.argv[1], "batch_size": "auto"}, "out": out,
-        "optim": {"epochs": 12, "warmup_epochs": 2, "milestones": [9], "lr": 0.05},
+        "data": {"name": "manifest", "manifest": {"file": sys.argv[1]}, "batch_size": "auto"},
+        "out": out, "optim": {"epochs": 12, "warmup_epochs": 2, "milestones": [9], "lr": 0.05},
         "method": {"name": method, "alpha": 3.0, "mar": {"warmup_epochs": 3}, **method_keys},
     })  # fmt: skip
 

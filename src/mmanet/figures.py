@@ -29,7 +29,7 @@ from mmanet.engine.loader import make_loader
 from mmanet.methods import get_method
 from mmanet.modality import Modalities
 from mmanet.registry import TASKS
-from mmanet.report import LOWER_IS_BETTER, row_groups
+from mmanet.report import row_groups
 
 
 def _first(methods: Sequence[str], distill: str, regularize: str) -> str | None:
@@ -87,7 +87,7 @@ def bar_chart(summary: Mapping[str, Any], path: Path) -> Path:
         ax.bar(x, means, width, yerr=stds, label=titles.get(method, method), capsize=2)
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels([label for label, _ in groups], rotation=30, ha="right", fontsize=8)
-    better = "lower" if metric in LOWER_IS_BETTER else "higher"
+    better = "lower" if summary["lower_is_better"] else "higher"
     ax.set_ylabel(f"{metric} (%), {better} is better")
     seeds = summary["seeds"]
     ax.set_title(

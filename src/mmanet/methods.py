@@ -13,6 +13,7 @@ and train it with ``method.name=sf_rkd``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ TABLES = {
     "distillation": "Ablation: MAD vs SP",
     "regularization": "Ablation: MAR vs SR",
     "ablation": "Ablation: every component",
+    "later": "The methods that came after: DMRNet (ECCV 2024) and ShaSpec (CVPR 2023)",
 }
 
 
@@ -47,6 +49,11 @@ class Method:
         per_combination: one model per combination (the customized baseline).
         samples: the training samples, ``"all"`` or only the ``"complete"`` ones.
         terms: more registered loss terms and their weights (``method.terms``).
+        network: the method's change to the built network, ``(network, method config) ->
+            network`` (DMRNet's probabilistic head); None: the model as built.
+        dropout_from: the first epoch of modality dropout, ``(config) -> epoch`` (ShaSpec's
+            second stage; every sample has all its modalities before it); None: from the
+            first epoch.
         tables: the paper tables (:data:`TABLES`) that list it.
     """
 
@@ -61,6 +68,8 @@ class Method:
     samples: str = "all"
     terms: dict[str, float] = field(default_factory=dict)
     tables: tuple[str, ...] = field(default_factory=tuple)
+    network: Callable[[Any, Any], Any] | None = None
+    dropout_from: Callable[[Any], int] | None = None
 
     def preset(self) -> dict[str, Any]:
         """The config this method sets, under every file and override."""
@@ -82,18 +91,27 @@ class Method:
         return self.distill != "none"
 
 
-def register_method(method: Method) -> Method:
-    """Make ``method`` available as ``method.name=<method.name>``."""
+def register_method(method: Method, settings: type | None = None) -> Method:
+    """Make ``method`` available as ``method.name=<method.name>``; ``settings``: a
+    dataclass of its own settings (``method.<name>.<key>`` in a config)."""
     unknown = [t for t in method.tables if t not in TABLES]
     if unknown:
         raise ValueError(f"method {method.name!r}: unknown table {unknown[0]!r} (see TABLES)")
-    METHODS.register(method.name, method)
+    METHODS.register(method.name, method, settings=settings)
     return method
 
 
 def get_method(name: str) -> Method:
     """The method ``name`` (a one-line error listing the registered ones otherwise)."""
     return METHODS.get(name)
+
+
+def method_network(network: Any, method: Any) -> Any:
+    """``network`` as the method ``method.name`` trains and ships it (its ``network``
+    change applied; both the trainer and :func:`mmanet.engine.network.load_network`
+    build a network through this)."""
+    change = get_method(method.name).network
+    return network if change is None else change(network, method)
 
 
 def methods_in(table: str) -> list[str]:
@@ -113,7 +131,8 @@ for _method in (
     Method("teacher", "Teacher", dropout=False, samples="complete"),
     Method("customized", "Customized", dropout=False, per_combination=True,
            tables=("comparison",)),
-    Method("sf_md", "SF-MD", tables=("headline", "comparison", "distillation", "ablation")),
+    Method("sf_md", "SF-MD",
+           tables=("headline", "comparison", "distillation", "ablation", "later")),
     Method("hemis", "HeMIS", fusion="hemis", tables=("comparison",)),
     Method("lcr", "LCR", fusion="lcr", tables=("comparison",)),
     Method("rfnet", "RFNet", fusion="rfnet", fusion_aux=True, tables=("comparison",)),
@@ -124,8 +143,20 @@ for _method in (
     Method("sf_mad_sr", "SF-MAD+SR", distill="mad", regularize="sr",
            tables=("regularization", "ablation")),
     Method("mmanet", "MMANet", distill="mad", regularize="mar",
-           tables=("headline", "comparison", "regularization", "ablation")),
+           tables=("headline", "comparison", "regularization", "ablation", "later")),
 ):  # fmt: skip
     register_method(_method)
 
-__all__ = ["TABLES", "Method", "get_method", "method_titles", "methods_in", "register_method"]
+# methods defined in modules of their own register with the built-ins
+import mmanet.dmrnet  # noqa: E402
+import mmanet.shaspec  # noqa: E402, F401
+
+__all__ = [
+    "TABLES",
+    "Method",
+    "get_method",
+    "method_network",
+    "method_titles",
+    "methods_in",
+    "register_method",
+]

@@ -27,6 +27,26 @@ class AuxiliaryLogits:
 
 
 @dataclass
+class GaussianEmbedding:
+    """A probabilistic embedding N(μ, σ²) of a representation (DMRNet): ``mu`` and
+    ``logvar`` = log σ², same shape, (b, c) or (b, c, h, w)."""
+
+    mu: torch.Tensor
+    logvar: torch.Tensor
+
+
+@dataclass
+class SharedSpecific:
+    """ShaSpec's per-modality features (docs/methods/shaspec.md), in modality order: the
+    shared encoder's and the specific encoders' outputs (zeros for an absent modality) and
+    the domain classifier's (b, m) logits on the pooled specific features."""
+
+    shared: list[torch.Tensor]  # each (b, d) or (b, d, h, w)
+    specific: list[torch.Tensor]  # each (b, d) or (b, d, h, w)
+    domain_logits: list[torch.Tensor] = field(default_factory=list)  # each (b, m)
+
+
+@dataclass
 class NetworkOutput:
     """One forward pass of a :class:`~mmanet.models.UnifiedNetwork` (or its teacher)."""
 
@@ -35,10 +55,12 @@ class NetworkOutput:
     logits: torch.Tensor  # (b, k) or (b, k, h, w)
     side_logits: list[torch.Tensor] = field(default_factory=list)  # decoder side outputs
     auxiliary: list[AuxiliaryLogits] = field(default_factory=list)  # the fusion's heads
+    embedding: GaussianEmbedding | None = None  # a probabilistic head's N(μ, σ²) (DMRNet)
+    shared_specific: SharedSpecific | None = None  # ShaSpec's fusion's parts (training)
 
 
 def fused_map(fused: Any) -> torch.Tensor:
-    """The map MAD flattens when ``method.mad.features=fused``: the fusion output itself, or
+    """The map MAD flattens when ``method.distill_features=fused``: the fusion output itself, or
     its ``map`` (ESANet: the fused bottleneck map after the context module)."""
     return fused if isinstance(fused, torch.Tensor) else fused.map
 
@@ -48,4 +70,11 @@ def select_samples(fused: Any, index: torch.Tensor) -> Any:
     return fused[index] if isinstance(fused, torch.Tensor) else fused.select(index)
 
 
-__all__ = ["AuxiliaryLogits", "NetworkOutput", "fused_map", "select_samples"]
+__all__ = [
+    "AuxiliaryLogits",
+    "GaussianEmbedding",
+    "NetworkOutput",
+    "SharedSpecific",
+    "fused_map",
+    "select_samples",
+]

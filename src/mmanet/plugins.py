@@ -5,7 +5,9 @@ directory or the Python path) or the path of a ``.py`` file (relative to the cur
 directory). Importing them runs their ``register_*`` decorators, so a run whose model,
 fusion, dataset, task, method or loss term comes from your code can be trained,
 evaluated, exported, predicted and compared by every command: the list is recorded in
-the run's ``config.yaml`` and in each checkpoint, and every command imports it first.
+the run's ``config.yaml`` and in each checkpoint (:func:`recorded_imports`: a file as its
+absolute path, so the run is evaluated from any folder), and every command imports it
+first.
 """
 
 from __future__ import annotations
@@ -28,11 +30,25 @@ def import_user_modules(entries: Iterable[str]) -> list[ModuleType]:
     return [_import(str(entry)) for entry in entries]
 
 
+def is_file_entry(entry: str) -> bool:
+    """Whether an entry of ``imports`` names a ``.py`` file (else a module name)."""
+    return str(entry).endswith(".py")
+
+
+def recorded_imports(entries: Iterable[str]) -> list[str]:
+    """``imports`` as a run records them: each file as its absolute path (a relative one is
+    relative to the current directory, as when it is imported), each module name as it is."""
+    return [str(Path(entry).resolve()) if is_file_entry(entry) else str(entry) for entry in entries]
+
+
 def _import(entry: str) -> ModuleType:
-    if entry in _imported:
-        return _imported[entry]
-    module = _import_file(Path(entry)) if entry.endswith(".py") else _import_name(entry)
-    _imported[entry] = module
+    # a file is known by its resolved path: the same relative entry from another folder is
+    # another file
+    key = str(Path(entry).resolve()) if is_file_entry(entry) else entry
+    if key in _imported:
+        return _imported[key]
+    module = _import_file(Path(entry)) if is_file_entry(entry) else _import_name(entry)
+    _imported[key] = module
     return module
 
 
@@ -72,7 +88,8 @@ def _import_name(name: str) -> ModuleType:
     except ModuleNotFoundError as err:
         if err.name and name.startswith(err.name):
             raise ConfigError(
-                f"imports: no module named {name!r} (a module on the Python path, or a .py file)"
+                f"imports: no module named {name!r} (a module in {here} or on the Python "
+                "path, or a .py file)"
             ) from None
         raise ConfigError(f"imports: {name} failed: {type(err).__name__}: {err}") from err
     except Exception as err:
@@ -92,4 +109,4 @@ def _loaded_from(file: Path) -> ModuleType | None:
     return None
 
 
-__all__ = ["import_user_modules"]
+__all__ = ["import_user_modules", "is_file_entry", "recorded_imports"]

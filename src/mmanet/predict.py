@@ -6,8 +6,8 @@ dataset reads and preprocesses exactly as its evaluation split does: the dataset
 what the file holds and how it becomes the input, e.g. an 8-bit image resized to 112×112
 and mapped to (x − 127.5)/128; the ONNX sidecar records the same lines). The modalities not
 given are absent: zeros with a 0 in the presence mask. An input holding NaN or inf is an
-error naming its file (a manifest row's file, with ``data.nonfinite=missing`` in the run's
-config: a missing modality of that row, as in training), and so is one file given for two
+error naming its file (a manifest row's file, with ``data.manifest.nonfinite=missing`` in the
+run's config: a missing modality of that row, as in training), and so is one file given for two
 modalities, or a file that cannot be read (empty, truncated, a folder: one line, never a
 traceback).
 """
@@ -134,7 +134,7 @@ def predict_manifest(
             try:
                 inputs[name] = read_input(path, name, model, reader)
             except DataError as err:
-                if isinstance(err, NonFiniteInput) and data.nonfinite == "missing":
+                if isinstance(err, NonFiniteInput) and data.manifest.nonfinite == "missing":
                     continue  # as the training loader: that modality is missing here
                 raise DataError(f"{where}: {err}") from None
         if not inputs:

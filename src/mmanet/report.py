@@ -1,4 +1,7 @@
-"""Comparison tables (markdown and plain text) and the aggregated ``results.json``."""
+"""Comparison tables (markdown and plain text) and the aggregated ``results.json``.
+
+Which way a metric is better is the task's to say (:attr:`mmanet.tasks.Task.metrics`);
+the tables are given it (``lower_is_better``), as a comparison records it."""
 
 from __future__ import annotations
 
@@ -6,8 +9,6 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
-
-LOWER_IS_BETTER = {"error", "acer", "apcer", "bpcer"}
 
 
 def aggregate(per_seed: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -54,8 +55,11 @@ def comparison_table(
     max_rows: int = 16,
     markdown: bool = True,
     titles: Mapping[str, str] | None = None,
+    *,
+    lower_is_better: bool,
 ) -> str:
-    """Rows = combinations (+ averages), columns = methods; best per row in bold.
+    """Rows = combinations (+ averages), columns = methods; best per row in bold (the
+    lowest when ``lower_is_better``, as the task declares ``metric``, else the highest).
 
     ``results`` maps method -> combination -> metric -> {"values": one per seed, ...}
     (see :func:`aggregate`); a grouped row's std is over the seeds' group means.
@@ -66,7 +70,6 @@ def comparison_table(
         titles = method_titles()
     methods = list(results)
     combinations = list(next(iter(results.values())))
-    lower = metric in LOWER_IS_BETTER
     show_std = any(len(stat[metric]["values"]) > 1 for r in results.values() for stat in r.values())
     header = ["Combination", *[titles.get(m, m) for m in methods]]
     rows = []
@@ -82,7 +85,7 @@ def comparison_table(
             means[m] = statistics.fmean(per_seed)
             stds[m] = statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0
         finite = [v for v in means.values() if not math.isnan(v)]
-        best = (min if lower else max)(finite) if finite else math.nan
+        best = (min if lower_is_better else max)(finite) if finite else math.nan
         cells = []
         for m in methods:
             text = f"{means[m]:.2f}" + (f" ± {stds[m]:.2f}" if show_std else "")

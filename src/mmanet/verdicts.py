@@ -14,8 +14,9 @@ of the headline table; see :func:`default_baseline`), run on the same seeds:
   quantile for n − 1 degrees of freedom, c = 95 %. With two seeds ``t_{0.975,1} = 12.71``:
   the interval is wide, which is what two seeds can tell.
 * **Verdict.** *better* when the whole interval lies on the improving side of 0 (below 0
-  for a metric of :data:`mmanet.report.LOWER_IS_BETTER` such as the error, above 0 for
-  accuracy-like ones such as the mIoU), *worse* when it lies wholly on the other side,
+  for a metric its task declares lower-is-better (``"min"`` in
+  :attr:`mmanet.tasks.Task.metrics`) such as the error, above 0 for accuracy-like ones
+  such as the mIoU), *worse* when it lies wholly on the other side,
   *within noise* when it contains 0 (its ends included), *n/a* when a value is NaN.
 * **Pooled test.** The Wilcoxon signed-rank test on every (seed, combination) difference
   ``d_{s,c} = M(s, c) − B(s, c)``, rounded to 9 decimals (float noise splits no tie):
@@ -44,7 +45,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from mmanet.report import LOWER_IS_BETTER, _render, row_groups
+from mmanet.report import _render, row_groups
 
 CONFIDENCE = 0.95
 ROUNDING = 9  # decimals of the differences the Wilcoxon test ranks
@@ -201,11 +202,14 @@ def compare_to_baseline(
     metric: str,
     max_rows: int = 16,
     confidence: float = CONFIDENCE,
+    *,
+    lower_is_better: bool,
 ) -> dict[str, Any]:
     """``method`` against ``baseline``: one :class:`Interval` per row of the comparison
     table (:func:`mmanet.report.row_groups`) and the pooled :class:`Wilcoxon` test over
-    every seed and combination, as plain data (for ``results.json``)."""
-    lower = metric in LOWER_IS_BETTER
+    every seed and combination, as plain data (for ``results.json``); which side of 0 is
+    better is ``lower_is_better``, as the task declares ``metric``."""
+    lower = lower_is_better
     ours, theirs = results[method], results[baseline]
     combinations = list(theirs)
     rows = []
@@ -227,14 +231,17 @@ def verdicts(
     baseline: str | None = None,
     max_rows: int = 16,
     confidence: float = CONFIDENCE,
+    *,
+    lower_is_better: bool,
 ) -> dict[str, Any]:
-    """Every method of ``results`` against ``baseline`` (default: :func:`default_baseline`).
+    """Every method of ``results`` against ``baseline`` (default: :func:`default_baseline`);
+    ``lower_is_better``: the direction the task declares for ``metric``.
 
     Returns ``{"baseline", "metric", "confidence", "methods": {method: ...}}`` (see
     :func:`compare_to_baseline`), or with fewer than two seeds ``"methods": {}`` and a
     ``"note"`` saying why.
     """
-    methods = list(results)
+    methods, lower = list(results), lower_is_better
     baseline = baseline or default_baseline(methods)
     if baseline not in results:
         raise ValueError(f"the baseline {baseline!r} is not among the methods {methods}")
@@ -251,7 +258,7 @@ def verdicts(
     for method in methods:
         if method != baseline:
             out["methods"][method] = compare_to_baseline(
-                results, method, baseline, metric, max_rows, confidence
+                results, method, baseline, metric, max_rows, confidence, lower_is_better=lower
             )
     return out
 

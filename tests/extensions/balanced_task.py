@@ -1,5 +1,7 @@
 """A task of one's own: classification ranked by its balanced error."""
 
+from typing import ClassVar
+
 from mmanet.tasks import ClassificationTask, register_task
 
 
@@ -8,7 +10,8 @@ class BalancedClassification(ClassificationTask):
     """100 − the mean per-class recall (%), besides error and accuracy."""
 
     name = "balanced_classification"
-    metrics = ("balanced_error", "error")
+    # each metric with its better side: "min" (lower is better) or "max"
+    metrics: ClassVar[dict[str, str]] = {"balanced_error": "min", "error": "min"}
     default_metric = "balanced_error"
     demo_config = None
 

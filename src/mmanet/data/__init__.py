@@ -12,7 +12,10 @@ A dataset registers itself by name (``data.name``) in its own module, with
 
 from __future__ import annotations
 
-from mmanet.config import DataConfig
+import dataclasses
+from typing import Any
+
+from mmanet.config import DataConfig, from_dict, owned_settings
 
 # The built-in datasets register themselves; they import mmanet.registry, not this package.
 from mmanet.data import (  # noqa: F401
@@ -48,6 +51,17 @@ def build_data(cfg: DataConfig) -> DataBundle:
     return apply_missing(build(cfg), cfg)
 
 
+def data_config(name: str, **values: Any) -> DataConfig:
+    """The :class:`DataConfig` of dataset ``name``, checked as a config file's ``data``
+    section is: ``values`` that are DataConfig keys (or a dataset's name, with a mapping of
+    its settings) are its, the others the dataset's own settings (``data.<name>.<key>``),
+    e.g. ``data_config("cefa", root="CeFA", protocol="4@5")``."""
+    keys = {f.name for f in dataclasses.fields(DataConfig)} | set(owned_settings(DataConfig))
+    own = {key: values.pop(key) for key in list(values) if key not in keys}
+    section = {"name": name, **values, **({name: own} if own else {})}
+    return from_dict(DataConfig, section, "data.")
+
+
 def input_reader(cfg: DataConfig) -> InputReader:
     """How a network trained on ``cfg``'s dataset reads an input file: the dataset's reader,
     else :class:`ArrayReader`."""
@@ -63,6 +77,7 @@ __all__ = [
     "TensorMultimodalDataset",
     "build_data",
     "collate",
+    "data_config",
     "input_reader",
     "register_dataset",
 ]

@@ -17,14 +17,16 @@ of every face dataset (:mod:`mmanet.data.face`).
 Bad input fails with a one-line :class:`DataError` naming the list file and line: a wrong number
 of fields or a label other than 0 / 1, and a missing image, when the data is built; an image
 that cannot be decoded or has 2 or 4 channels, when the sample is loaded. With
-``data.skip_unreadable=true`` every image is decoded once when the data is built instead; a
-sample with a missing or unusable image is dropped and recorded as ``"path: reason"`` in
-``DataBundle.skipped`` (one entry per dropped sample). List format errors still fail.
+``data.casia_surf.skip_unreadable=true`` every image is decoded once when the data is built
+instead; a sample with a missing or unusable image is dropped and recorded as
+``"path: reason"`` in ``DataBundle.skipped`` (one entry per dropped sample). List format
+errors still fail.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from mmanet.config import DataConfig
@@ -33,6 +35,7 @@ from mmanet.data.face import (
     FACE_MODALITIES,
     FaceReader,
     FaceRecord,
+    FaceSettings,
     check_images,
     face_bundle,
     face_options,
@@ -99,14 +102,22 @@ def load_casia_surf(
     return face_bundle(splits, transforms, image_size, skipped, "CASIA-SURF")
 
 
-@DATASETS.register("casia_surf")
+@dataclass
+class CasiaSurfSettings(FaceSettings):
+    """``data.casia_surf``: the image size (training crop, test resize), the training resize
+    and rotation, and whether unreadable images are dropped (counted) instead of failing."""
+
+    KEY = "data.casia_surf"
+
+
+@DATASETS.register("casia_surf", settings=CasiaSurfSettings)
 class CasiaSurf:
     """``data.name=casia_surf``: the loader and the input reader."""
 
     @staticmethod
     def build(cfg: DataConfig) -> DataBundle:
-        return load_casia_surf(cfg.root, cfg.modalities, **face_options(cfg))
+        return load_casia_surf(cfg.root, cfg.modalities, **face_options(cfg, cfg.casia_surf))
 
     @staticmethod
     def reader(cfg: DataConfig) -> InputReader:
-        return FaceReader(cfg.image_size)
+        return FaceReader(cfg.casia_surf.image_size)

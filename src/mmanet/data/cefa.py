@@ -19,7 +19,7 @@ is the RGB modality ("rgb" here); the three images of a frame share its file nam
 Protocols: the release has no list files; the dataset authors' protocol code (the one MMANet's
 authors use, ``race_prot_rdi_<p>@<k>``) selects the videos of each split by their name fields.
 Every split uses devices 1 and 3 and sessions 1 and 2; train is subjects 0-199, val ("dev")
-200-299, test 300-499. ``data.protocol`` names one of (k = 1..6 runs over the ordered race
+200-299, test 300-499. ``data.cefa.protocol`` names one of (k = 1..6 runs over the ordered race
 pairs (seen, unseen) AF-CA, AF-EA, CA-AF, CA-EA, EA-AF, EA-CA):
 
 * ``1@k`` cross-ethnicity: train / val on the seen race, test on the unseen; PAI 1, 2, 4.
@@ -34,8 +34,9 @@ face dataset (:mod:`mmanet.data.face`: 1 = bona fide, 0 = attack; ``class_names 
 ["attack", "bona fide"]``). The dataset's own code labels real faces 0 and attacks 1; we do
 not.
 
-Every frame of a video is a sample (``frames_per_video`` takes that many, evenly strided from
-the first). Images, augmentation and the handling of bad input (``data.skip_unreadable``;
+Every frame of a video is a sample (``data.cefa.frames_per_video`` takes that many, evenly
+strided from the first). Images, augmentation and the handling of bad input
+(``data.cefa.skip_unreadable``;
 a missing video folder, frame or modality image) and the input reader are as for
 :mod:`mmanet.data.casia_surf` (:mod:`mmanet.data.face`).
 """
@@ -43,6 +44,7 @@ a missing video folder, frame or modality image) and the input reader are as for
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import permutations
 from pathlib import Path
 
@@ -53,12 +55,14 @@ from mmanet.data.face import (
     BONA_FIDE,
     FaceReader,
     FaceRecord,
+    FaceSettings,
     check_images,
     face_bundle,
     face_options,
     select_modalities,
 )
 from mmanet.data.transforms import face_transforms
+from mmanet.errors import ConfigError
 from mmanet.registry import DATASETS
 
 RACES = ("AF", "CA", "EA")
@@ -98,6 +102,28 @@ def _protocol_table() -> dict[str, dict[str, SplitRule]]:
 
 
 PROTOCOLS = _protocol_table()
+
+
+@dataclass
+class CeFASettings(FaceSettings):
+    """``data.cefa``: CASIA-SURF's image settings, the protocol (e.g. ``4@5``, the paper's)
+    and the frames taken from each video (evenly strided; None: all)."""
+
+    KEY = "data.cefa"
+
+    protocol: str | None = None  # one of PROTOCOLS; the paper's configs: "4@5"
+    frames_per_video: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.protocol is not None and self.protocol not in PROTOCOLS:
+            raise ConfigError(
+                f"data.cefa.protocol must be one of {sorted(PROTOCOLS)}, got {self.protocol!r}"
+            )
+        if self.frames_per_video is not None and self.frames_per_video < 1:
+            raise ConfigError(
+                f"data.cefa.frames_per_video must be >= 1, got {self.frames_per_video}"
+            )
 
 
 def parse_video_name(name: str) -> tuple[int, int, int, int] | None:
@@ -153,7 +179,7 @@ def load_cefa(
         raise DataError("data.name=cefa needs data.root=<folder with AF/, CA/, EA/>")
     if protocol not in PROTOCOLS:
         raise DataError(
-            f"unknown CeFA protocol data.protocol={protocol!r}; use one of {sorted(PROTOCOLS)}"
+            f"unknown CeFA protocol data.cefa.protocol={protocol!r}; use one of {sorted(PROTOCOLS)}"
         )
     if frames_per_video is not None and frames_per_video < 1:
         raise DataError(f"CeFA frames per video must be >= 1, got {frames_per_video}")
@@ -192,20 +218,21 @@ def load_cefa(
     return face_bundle(splits, transforms, image_size, skipped, f"CeFA protocol {protocol}")
 
 
-@DATASETS.register("cefa")
+@DATASETS.register("cefa", settings=CeFASettings)
 class CeFA:
     """``data.name=cefa``: the loader and the input reader."""
 
     @staticmethod
     def build(cfg: DataConfig) -> DataBundle:
+        own = cfg.cefa
         return load_cefa(
             cfg.root,
-            cfg.protocol,
+            own.protocol,
             cfg.modalities,
-            frames_per_video=cfg.frames_per_video,
-            **face_options(cfg),
+            frames_per_video=own.frames_per_video,
+            **face_options(cfg, own),
         )
 
     @staticmethod
     def reader(cfg: DataConfig) -> InputReader:
-        return FaceReader(cfg.image_size)
+        return FaceReader(cfg.cefa.image_size)

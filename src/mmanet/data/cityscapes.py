@@ -34,6 +34,7 @@ resolution, 512 x 1024.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from mmanet.data.base import DataBundle, DataError, InputReader
 from mmanet.data.rgbd import (
     RGBDReader,
     RGBDRecord,
+    RGBDSettings,
     check_records,
     read_ids,
     read_label_map,
@@ -134,17 +136,31 @@ def load_cityscapes(
     )
 
 
-@DATASETS.register("cityscapes")
+@dataclass
+class CityscapesSettings(RGBDSettings):
+    """``data.cityscapes``: the input size (height, width), the training random scale, the
+    depth statistics (None: ESANet's) and what a missing rgb or depth file is."""
+
+    KEY = "data.cityscapes"
+
+
+@DATASETS.register("cityscapes", settings=CityscapesSettings)
 class Cityscapes:
     """``data.name=cityscapes``: the loader and the input reader."""
 
     @staticmethod
     def build(cfg: DataConfig) -> DataBundle:
-        options = segmentation_options(cfg, CITYSCAPES_DEPTH_MEAN, CITYSCAPES_DEPTH_STD)
+        own = cfg.cityscapes
+        options = segmentation_options(cfg, own, CITYSCAPES_DEPTH_MEAN, CITYSCAPES_DEPTH_STD)
         return load_cityscapes(cfg.root, cfg.modalities, **options)
 
     @staticmethod
     def reader(cfg: DataConfig) -> InputReader:
         return RGBDReader.from_config(
-            cfg, CITYSCAPES_DEPTH_MEAN, CITYSCAPES_DEPTH_STD, read_disparity_depth, DEPTH_FILE
+            cfg,
+            cfg.cityscapes,
+            CITYSCAPES_DEPTH_MEAN,
+            CITYSCAPES_DEPTH_STD,
+            read_disparity_depth,
+            DEPTH_FILE,
         )

@@ -1,5 +1,5 @@
 """What the face anti-spoofing datasets (CASIA-SURF, CeFA) share: classes, modalities, the
-record, the dataset, image checks, the bundle, the config options and the input reader.
+record, the dataset, image checks, the bundle, the settings and the input reader.
 
 Classes: ``class_names == ["attack", "bona fide"]``, so the bona fide class is 1
 (``BONA_FIDE``; configs set ``data.bona_fide_class: 1``). Modalities: "rgb", "depth", "ir"
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch.utils.data import Dataset
@@ -30,6 +30,7 @@ from mmanet.data.transforms import (
     image_problem,
     read_image,
 )
+from mmanet.errors import ConfigError
 
 ATTACK, BONA_FIDE = 0, 1
 CLASS_NAMES = ["attack", "bona fide"]  # indexed by class: BONA_FIDE = 1
@@ -130,20 +131,43 @@ def face_bundle(
     )
 
 
-def face_options(cfg: DataConfig) -> dict[str, Any]:
-    """A face loader's image and augmentation arguments from ``cfg``, after checking that
-    ``data.bona_fide_class`` (if set) is the datasets' bona fide class."""
+@dataclass
+class FaceSettings:
+    """A face dataset's images: their size, the training resize and rotation, and what an
+    unreadable image does. Each face dataset has its own subclass (its ``KEY``)."""
+
+    KEY: ClassVar[str] = "data.<face dataset>"  # where a config holds them, for messages
+
+    image_size: int = 112  # crop size for training, resize size for testing
+    resize: int = 144  # training: resize before the random crop
+    rotation: float = 30.0  # training: random rotation in degrees (±)
+    skip_unreadable: bool = False  # drop unreadable images (counted) instead of failing
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.image_size <= self.resize:
+            raise ConfigError(
+                f"{self.KEY}.image_size must be >= 1 and <= {self.KEY}.resize, got "
+                f"image_size={self.image_size}, resize={self.resize}"
+            )
+        if self.rotation < 0:
+            raise ConfigError(f"{self.KEY}.rotation must be >= 0, got {self.rotation}")
+
+
+def face_options(cfg: DataConfig, own: FaceSettings) -> dict[str, Any]:
+    """A face loader's image and augmentation arguments from ``cfg`` and the dataset's own
+    settings ``own``, after checking that ``data.bona_fide_class`` (if set) is the
+    datasets' bona fide class."""
     if cfg.bona_fide_class not in (None, BONA_FIDE):
         raise DataError(
             f"data.bona_fide_class={cfg.bona_fide_class}, but the bona fide class of "
             f"data.name={cfg.name} is {BONA_FIDE} (class_names {CLASS_NAMES})"
         )
     return {
-        "image_size": cfg.image_size,
-        "resize": cfg.resize,
-        "rotation": cfg.rotation,
+        "image_size": own.image_size,
+        "resize": own.resize,
+        "rotation": own.rotation,
         "augment": cfg.augment,
-        "skip_unreadable": cfg.skip_unreadable,
+        "skip_unreadable": own.skip_unreadable,
     }
 
 

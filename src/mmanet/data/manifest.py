@@ -21,9 +21,9 @@ a seeded stratified 60/15/25 split is made.
 Every file is checked when the manifest loads, from its header alone: it exists, no row
 names it for two modalities, and its shape is the one most files of its modality have. Its
 values are checked when it is read: NaN or inf is an error naming it
-(``data.nonfinite="error"``); with ``data.nonfinite="missing"`` such a file is a missing
-modality for its sample instead, and the loader reads every floating-point file once when
-it loads to build the availability table (the bundle's ``nonfinite_files`` lists those
+(``data.manifest.nonfinite="error"``); with ``data.manifest.nonfinite="missing"`` such a file
+is a missing modality for its sample instead, and the loader reads every floating-point file
+once when it loads to build the availability table (the bundle's ``nonfinite_files`` lists those
 files; the run's start-up summary counts them and names the first).
 """
 
@@ -32,8 +32,9 @@ from __future__ import annotations
 import csv
 import os
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 from torch.utils.data import Dataset
@@ -53,10 +54,11 @@ from mmanet.data.base import (
     shared_file,
     stratified_split,
 )
+from mmanet.errors import ConfigError
 from mmanet.registry import DATASETS
 
 SPLITS = ("train", "val", "test")
-NONFINITE_FIX = "set data.nonfinite=missing to count it as a missing modality"
+NONFINITE_FIX = "set data.manifest.nonfinite=missing to count it as a missing modality"
 
 Row = dict[str, Path | None]  # a sample's file per modality; None: the sample lacks it
 
@@ -283,7 +285,7 @@ def check_distinct_files(manifest: Path, lines: list[int], rows: list[Row]) -> N
 def drop_nonfinite(
     manifest: Path, lines: list[int], rows: list[Row], floating: dict[str, set[int]]
 ) -> list[DroppedFile]:
-    """``data.nonfinite=missing``: read every floating-point file once; one holding NaN or
+    """``data.manifest.nonfinite=missing``: read every floating-point file once; one holding NaN or
     inf becomes a missing modality of its row (``rows`` changed in place). Returns those
     files, in manifest order."""
     dropped: list[DroppedFile] = []
@@ -297,7 +299,7 @@ def drop_nonfinite(
         if all(path is None for path in row.values()):
             raise DataError(
                 f"{manifest}: line {line}: no modality left, every file holds NaN or "
-                "infinite values (data.nonfinite=missing)"
+                "infinite values (data.manifest.nonfinite=missing)"
             )
     return dropped
 
@@ -397,17 +399,41 @@ def load_manifest(
     )
 
 
-@DATASETS.register("manifest")
+@dataclass
+class ManifestSettings:
+    """``data.manifest``: the CSV (one path column per modality, a label column and an
+    optional split column; relative to the folder mmanet runs in, or absolute), the names
+    of its label and split columns, and what a NaN / inf in an input file is: an "error"
+    naming the file, or that modality is "missing" for its sample (the loader then reads
+    every floating-point file up front)."""
+
+    file: str | None = None
+    label_column: str = "label"
+    split_column: str = "split"
+    nonfinite: Literal["error", "missing"] = "error"
+
+    def __post_init__(self) -> None:
+        if not self.label_column:
+            raise ConfigError("data.manifest.label_column must not be empty")
+        if self.label_column == self.split_column:
+            raise ConfigError(
+                f"data.manifest.label_column and data.manifest.split_column are both "
+                f"{self.label_column!r}; name two different columns"
+            )
+
+
+@DATASETS.register("manifest", settings=ManifestSettings)
 def build_manifest(cfg: DataConfig) -> DataBundle:
     """``data.name=manifest`` (inputs are read with the default reader, as the loader reads
     them)."""
-    if cfg.manifest is None:
-        raise DataError("data.name=manifest needs data.manifest=<path to the CSV>")
+    own = cfg.manifest
+    if own.file is None:
+        raise DataError("data.name=manifest needs data.manifest.file=<path to the CSV>")
     return load_manifest(
-        cfg.manifest,
+        own.file,
         cfg.modalities,
-        cfg.label_column,
-        cfg.split_column,
+        own.label_column,
+        own.split_column,
         cfg.split_seed,
-        cfg.nonfinite,
+        own.nonfinite,
     )

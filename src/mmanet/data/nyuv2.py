@@ -28,14 +28,17 @@ reader and errors: :mod:`mmanet.data.rgbd`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 from mmanet.config import DataConfig
 from mmanet.data.base import DataBundle, DataError, InputReader
 from mmanet.data.rgbd import (
     RGBDReader,
     RGBDRecord,
+    RGBDSettings,
     check_records,
     read_depth_mm,
     read_ids,
@@ -111,17 +114,29 @@ def load_nyuv2(
     )
 
 
-@DATASETS.register("nyuv2")
+@dataclass
+class NYUv2Settings(RGBDSettings):
+    """``data.nyuv2``: the input size (height, width), the training random scale, the depth
+    folder (``refined``: depth/, ``raw``: depth_raw/), the depth statistics (None: ESANet's)
+    and what a missing rgb or depth file is."""
+
+    KEY = "data.nyuv2"
+
+    depth_mode: Literal["refined", "raw"] = "refined"
+
+
+@DATASETS.register("nyuv2", settings=NYUv2Settings)
 class NYUv2:
     """``data.name=nyuv2``: the loader and the input reader."""
 
     @staticmethod
     def build(cfg: DataConfig) -> DataBundle:
-        options = segmentation_options(cfg, NYUV2_DEPTH_MEAN, NYUV2_DEPTH_STD)
-        return load_nyuv2(cfg.root, cfg.modalities, depth_mode=cfg.depth_mode, **options)
+        own = cfg.nyuv2
+        options = segmentation_options(cfg, own, NYUV2_DEPTH_MEAN, NYUV2_DEPTH_STD)
+        return load_nyuv2(cfg.root, cfg.modalities, depth_mode=own.depth_mode, **options)
 
     @staticmethod
     def reader(cfg: DataConfig) -> InputReader:
         return RGBDReader.from_config(
-            cfg, NYUV2_DEPTH_MEAN, NYUV2_DEPTH_STD, read_depth_mm, DEPTH_FILE_MM
+            cfg, cfg.nyuv2, NYUV2_DEPTH_MEAN, NYUV2_DEPTH_STD, read_depth_mm, DEPTH_FILE_MM
         )

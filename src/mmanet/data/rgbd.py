@@ -1,5 +1,5 @@
 """What the RGB-D segmentation datasets (NYUv2, Cityscapes, the rendered tabletop scenes) share:
-records, PNG readers, transforms, the dataset, class weights, the config options and the input
+records, PNG readers, transforms, the dataset, class weights, the settings and the input
 reader.
 
 Modalities: "rgb" as (3, h, w) float32 normalised with the ImageNet mean / std, and "depth" as
@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ from torch.utils.data import Dataset
 from mmanet.config import DataConfig
 from mmanet.data.base import AVAILABLE_KEY, DataBundle, DataError, InputReader
 from mmanet.data.transforms import _albumentations
+from mmanet.errors import ConfigError
 
 IGNORE_INDEX = 255
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -54,7 +55,7 @@ SegSample = tuple[dict[str, torch.Tensor], torch.Tensor]
 @dataclass(frozen=True)
 class RGBDRecord:
     """One sample on disk: its rgb, depth and label files, and where it was listed; None
-    for a modality the sample lacks (``data.missing_files=missing``)."""
+    for a modality the sample lacks (``data.<dataset>.missing_files=missing``)."""
 
     rgb: Path | None
     depth: Path | None
@@ -353,19 +354,51 @@ def median_frequency_weights(
     return torch.from_numpy(weights).float()
 
 
-def segmentation_options(cfg: DataConfig, depth_mean: float, depth_std: float) -> dict[str, Any]:
-    """A loader's size, augmentation and depth-statistics arguments from ``cfg``; the depth
-    statistics are ``cfg``'s, else the dataset's ``depth_mean`` / ``depth_std``."""
-    if len(cfg.size) != 2:
-        raise DataError(f"data.size must be [height, width], got {cfg.size}")
+@dataclass
+class RGBDSettings:
+    """An RGB-D dataset's input size, random scale, depth statistics and missing files.
+    Each RGB-D dataset has its own subclass (its ``KEY``)."""
+
+    KEY: ClassVar[str] = "data.<RGB-D dataset>"  # where a config holds them, for messages
+
+    size: list[int] = field(default_factory=lambda: [480, 640])  # (height, width)
+    # training: the image as read is scaled by a random factor in [min_scale, max_scale],
+    # then cropped to size (resized to it when not larger): ESANet's augmentation
+    min_scale: float = 1.0
+    max_scale: float = 1.4
+    depth_mean: float | None = None  # None: the dataset's published statistics
+    depth_std: float | None = None
+    # a listed sample's rgb or depth file that is not there is an "error", or that
+    # modality is "missing" for it
+    missing_files: Literal["error", "missing"] = "error"
+
+    def __post_init__(self) -> None:
+        key = self.KEY
+        if len(self.size) != 2 or min(self.size) < 1:
+            raise ConfigError(f"{key}.size must be [height, width], both >= 1, got {self.size}")
+        if not 0 < self.min_scale <= self.max_scale:
+            raise ConfigError(
+                f"{key}.min_scale must be > 0 and <= {key}.max_scale, got "
+                f"[{self.min_scale}, {self.max_scale}]"
+            )
+        if self.depth_std is not None and self.depth_std <= 0:
+            raise ConfigError(f"{key}.depth_std must be > 0, got {self.depth_std}")
+
+
+def segmentation_options(
+    cfg: DataConfig, own: RGBDSettings, depth_mean: float, depth_std: float
+) -> dict[str, Any]:
+    """A loader's size, augmentation and depth-statistics arguments from ``cfg`` and the
+    dataset's own settings ``own``; the depth statistics are ``own``'s, else the dataset's
+    ``depth_mean`` / ``depth_std``."""
     return {
-        "size": (cfg.size[0], cfg.size[1]),
+        "size": (own.size[0], own.size[1]),
         "augment": cfg.augment,
         # the random scale's range; under the loaders' max_scale argument, which passes it on
-        "max_scale": (cfg.min_scale, cfg.max_scale),
-        "depth_mean": depth_mean if cfg.depth_mean is None else cfg.depth_mean,
-        "depth_std": depth_std if cfg.depth_std is None else cfg.depth_std,
-        "missing_files": cfg.missing_files,
+        "max_scale": (own.min_scale, own.max_scale),
+        "depth_mean": depth_mean if own.depth_mean is None else own.depth_mean,
+        "depth_std": depth_std if own.depth_std is None else own.depth_std,
+        "missing_files": own.missing_files,
     }
 
 
@@ -387,13 +420,15 @@ class RGBDReader(InputReader):
     def from_config(
         cls,
         cfg: DataConfig,
+        own: RGBDSettings,
         depth_mean: float,
         depth_std: float,
         read_depth: Callable[[Path], np.ndarray],
         depth_file: str,
     ) -> RGBDReader:
-        """The reader of a run on ``cfg``, whose dataset's default statistics are given."""
-        options = segmentation_options(cfg, depth_mean, depth_std)
+        """The reader of a run on ``cfg`` with the dataset's settings ``own``, whose
+        dataset's default statistics are given."""
+        options = segmentation_options(cfg, own, depth_mean, depth_std)
         mean, std = options["depth_mean"], options["depth_std"]
         return cls(options["size"], mean, std, read_depth, depth_file)
 

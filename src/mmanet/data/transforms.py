@@ -130,8 +130,7 @@ def face_transforms(
     """The (training, evaluation) transforms; training is the evaluation one without ``augment``."""
     if image_size < 1 or resize < image_size:
         raise DataError(
-            f"need 1 <= data.image_size <= data.resize, got image_size={image_size}, "
-            f"resize={resize}"
+            f"need 1 <= image_size <= resize, got image_size={image_size}, resize={resize}"
         )
     albumentations = _albumentations()
     import cv2

@@ -1,12 +1,14 @@
 """Evaluation over every modality combination from one encoder pass per batch.
 
 The loops live here; what is counted and which metrics come of it is the task's
-(:class:`mmanet.tasks.Task`).
+(:class:`mmanet.tasks.Task`): :func:`evaluate_split` hands the task's ``evaluate`` the
+loops over the model (:class:`ModelPasses`), so the tasks never import the engine.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -130,6 +132,25 @@ def combination_scores(
     return scores_all, distributed.all_gather_cat(torch.cat(labels)), eligible_all
 
 
+@dataclass(frozen=True)
+class ModelPasses:
+    """The engine's loops over ``model`` on ``device``, as a task's ``evaluate`` asks for
+    them (:class:`mmanet.tasks.base.Passes`)."""
+
+    model: UnifiedNetwork
+    device: torch.device | str = "cpu"
+
+    def counts(
+        self, loader: DataLoader, masks: Sequence[Mask | None], task: Task
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return combination_counts(self.model, loader, masks, task, self.device)
+
+    def scores(
+        self, loader: DataLoader, masks: Sequence[Mask | None]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return combination_scores(self.model, loader, masks, self.device)
+
+
 def evaluate_split(
     model: UnifiedNetwork,
     data: DataBundle,
@@ -157,7 +178,8 @@ def evaluate_split(
     if incomplete:  # a row in which each sample uses every modality it has
         masks.append(None)
         names.append(AS_AVAILABLE)
-    results = task.evaluate(model, loader(dataset), masks, device, loader(data.val))
+    passes = ModelPasses(model, device)
+    results = task.evaluate(passes, loader(dataset), masks, loader(data.val))
     per_combination = dict(zip(names, results, strict=True))
     as_available = per_combination.pop(AS_AVAILABLE, None)
     report = {
@@ -172,6 +194,7 @@ def evaluate_split(
 
 __all__ = [
     "AS_AVAILABLE",
+    "ModelPasses",
     "combination_confusions",
     "combination_counts",
     "combination_scores",

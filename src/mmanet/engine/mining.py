@@ -37,10 +37,13 @@ class Mining:
     :class:`~mmanet.losses.WeakCombinationMiner`); its state goes into every checkpoint.
     """
 
-    def __init__(self, method: MethodConfig, modalities: list[str]) -> None:
+    def __init__(
+        self, method: MethodConfig, modalities: list[str], regularizer: str | None = None
+    ) -> None:
         self.method = method
         self.names = Modalities(modalities)
-        self.regularizer = REGULARIZERS.get(method.regularize)(len(modalities), method)
+        name = regularizer or method.regularize  # another: see omega_source
+        self.regularizer = REGULARIZERS.get(name)(len(modalities), method)
 
     @property
     def omega(self) -> list[tuple[int, ...]] | None:
@@ -106,4 +109,13 @@ class Mining:
         self.regularizer.load_state_dict(state)
 
 
-__all__ = ["Mining"]
+def omega_source(method: MethodConfig) -> str:
+    """The regularizer whose Ω a run keeps: ``method.regularize``, else the one the first
+    loss term of ``method.terms`` with weight > 0 names with its ``omega_from(method)``
+    declaration (DMRNet's hard term: MAR's miner, without MAR's regularization head);
+    "none" when there is none (:attr:`MethodConfig.omega_from`, which the config's checks
+    read too)."""
+    return method.omega_from[0]
+
+
+__all__ = ["Mining", "omega_source"]

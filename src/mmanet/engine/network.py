@@ -11,6 +11,7 @@ from typing import Any
 from mmanet.config import Config, ModelConfig, config_from_record, differences, to_dict
 from mmanet.engine.checkpoint import check_weights, load_meta, load_model_state, resolve_checkpoint
 from mmanet.errors import CheckpointError
+from mmanet.methods import method_network
 from mmanet.models import Builder, UnifiedNetwork, build_model
 
 PYTHON_BUILDER = "python"  # meta["builder"] of a network built from Python (from_encoders)
@@ -69,6 +70,7 @@ def load_network(
             key, trained_value, given = changed[0]
             raise CheckpointError(f"{path}: trained with {key}={trained_value!r}, not {given!r}")
     network = build_model(config.model, trained, shapes, len(classes), False, builder)
+    network = method_network(network, config.method)  # e.g. DMRNet's probabilistic head
     state = {k: v for k, v in load_model_state(path).items() if not k.startswith("reg_head.")}
     check_weights(network.state_dict(), state, path)  # names the first weight that differs
     try:

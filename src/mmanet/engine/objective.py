@@ -16,7 +16,9 @@ term       weight              what it is
 any        ``method.terms``    a term registered with ``@register_loss_term``
 ========== =================== ============================================================
 
-The training log has each term as ``loss_<term>`` and their weighted sum as ``loss``.
+The training log has each term as ``loss_<term>`` (unweighted) and their weighted sum as
+``loss``; a term of weight 0 is not computed (``method.terms`` merges across config layers,
+so weight 0 is how a layer switches a preset's term off).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class Step:
     teacher_network: FrozenTeacher | None = field(default=None, repr=False)
     representation: str = "head"  # what distillation compares: "head" or "fused"
     complete: torch.Tensor | None = None  # (b,) bool: the sample has every modality; None: all
+    epoch: int = 0  # the (1-based) epoch of this step; terms that start late read it
 
     @cached_property
     def complete_rows(self) -> torch.Tensor | None:
@@ -75,7 +78,7 @@ class Step:
         return self.teacher_network(inputs, index)
 
     def features(self, out: NetworkOutput) -> torch.Tensor:
-        """The representation distillation compares (``method.mad.features``)."""
+        """The representation distillation compares (``method.distill_features``)."""
         return fused_map(out.fused) if self.representation == "fused" else out.features
 
 
@@ -158,6 +161,18 @@ def term_weights(method: MethodConfig) -> dict[str, float]:
     return weights
 
 
+def needs_reg_head(method: MethodConfig) -> bool:
+    """Whether the network is built with its regularization head: for β's term, or for a
+    loss term of ``method.terms`` with weight > 0 registered with ``needs_reg_head=True``
+    (DMRNet's auxiliary decoder)."""
+    if method.regularize != "none":
+        return True
+    return any(
+        weight > 0 and LOSS_TERMS.declared(name, "needs_reg_head")
+        for name, weight in method.terms.items()
+    )
+
+
 class Objective(nn.Module):
     """The method's loss of a batch, as a module: DistributedDataParallel wraps it, so the
     student's parameters are synchronised while the teacher (not a submodule) stays out.
@@ -183,7 +198,7 @@ class Objective(nn.Module):
         self.teacher = teacher
         self.weights = term_weights(method)
         self.terms = {name: LOSS_TERMS.get(name) for name in self.weights}
-        features = method.mad.features
+        features = method.distill_features
         self.representation = task.distill_features if features == "auto" else features
 
     def forward(
@@ -210,17 +225,18 @@ class Objective(nn.Module):
             self.teacher,
             self.representation,
             complete,
+            epoch=epoch,
         )
         loss: torch.Tensor | None = None
         terms: dict[str, torch.Tensor] = {}
         started = begun(self.method, epoch)
         for name, term in self.terms.items():
-            if name in DELAYED and not started:
-                continue
+            weight = self.weights[name]
+            if weight == 0 or (name in DELAYED and not started):
+                continue  # a term of weight 0 is not computed (nor logged)
             value = term(step)
             if value is None:
                 continue
-            weight = self.weights[name]
             weighted = value if weight == 1.0 else weight * value
             loss = weighted if loss is None else loss + weighted
             terms[f"loss_{name}"] = value.detach()
@@ -235,6 +251,7 @@ __all__ = [
     "Objective",
     "Step",
     "Term",
+    "needs_reg_head",
     "register_loss_term",
     "term_weights",
 ]

@@ -4,6 +4,7 @@ when it resumes, and the summary printed when a run starts."""
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -20,6 +21,7 @@ from mmanet.engine.checkpoint import (
 from mmanet.engine.results import EVALUATIONS
 from mmanet.engine.selection import Validation
 from mmanet.errors import ConfigError
+from mmanet.plugins import recorded_imports
 
 # Keys that say how a run runs, not what it computes: a resumed run (or a comparison
 # reusing a finished one) may have other values.
@@ -30,7 +32,7 @@ RUNTIME_KEYS = (
     "device",
     "data.num_workers",
     "data.eval_batch_size",
-    "data.cache_dir",
+    "data.rendered.cache_dir",
 )
 # a resumed run may also train longer, or have moved to another folder
 RESUMABLE_KEYS = (*RUNTIME_KEYS, "optim.epochs", "out")
@@ -53,9 +55,17 @@ def holds_run(run_dir: Path) -> bool:
     return (run_dir / "config.yaml").is_file() or checkpoint_dir(run_dir).is_dir()
 
 
+def as_recorded(config: Config) -> Config:
+    """The config as a run records it (``config.yaml``, each checkpoint): each file of
+    ``imports`` as its absolute path, so that the run is evaluated, exported or compared
+    from any folder (a module name stays a name)."""
+    return replace(config, imports=recorded_imports(config.imports))
+
+
 def changed_keys(saved: Config, config: Config, allowed: tuple[str, ...]) -> list[str]:
-    """The dotted keys whose values differ between two configs, except ``allowed``."""
-    found = differences(to_dict(saved), to_dict(config))
+    """The dotted keys whose values differ between two configs (their ``imports`` as
+    recorded), except ``allowed``."""
+    found = differences(to_dict(as_recorded(saved)), to_dict(as_recorded(config)))
     return [f"{key}: {a!r} -> {b!r}" for key, a, b in found if key not in allowed]
 
 
@@ -213,13 +223,14 @@ def summary(config: Config, data: DataBundle, train: Dataset, device: str) -> st
         else:
             what = f"{len(dropped)} files ({per_modality}) hold NaN or infinite values and are "
             what += f"read as missing modalities; the first: {first}"
-        lines.append(f"  data.nonfinite=missing: {what}")
+        lines.append(f"  data.manifest.nonfinite=missing: {what}")
     return "\n".join(lines)
 
 
 __all__ = [
     "RESUMABLE_KEYS",
     "RUNTIME_KEYS",
+    "as_recorded",
     "changed_keys",
     "clear",
     "holds_run",

@@ -14,7 +14,6 @@ from typing import Any
 from mmanet.config import MethodConfig, ValidationConfig
 from mmanet.errors import ConfigError
 from mmanet.modality import Modalities
-from mmanet.report import LOWER_IS_BETTER
 from mmanet.tasks import Task
 
 
@@ -31,13 +30,9 @@ class Validation:
     ) -> None:
         self.every, self.patience, self.epochs = cfg.every, cfg.patience, epochs
         self.metric = cfg.metric or task.default_metric
-        if self.metric not in task.metrics:
-            raise ConfigError(
-                f"validation.metric={self.metric!r} is not a metric of the "
-                f"{task.name} task: {', '.join(task.metrics)}"
-            )
+        # the task declares which way its metric is better (and refuses one it lacks)
+        self.lower_is_better = task.lower_is_better(self.metric, "validation.metric")
         self.over = selection_group(cfg.over, method, Modalities(modalities))
-        self.lower_is_better = self.metric in LOWER_IS_BETTER
         self.best: float | None = None
         self.best_epoch: int | None = None
         self.stale = 0  # validations since the best one

@@ -55,6 +55,13 @@ def fixed_mask(config: Config, modalities: list[str]) -> tuple[int, ...]:
         raise ConfigError(f"method.combination={method.combination!r}: {err.args[0]}") from None
 
 
+def first_dropout_epoch(config: Config) -> int:
+    """The first epoch of modality dropout: 1, or the method's own (``Method.dropout_from``,
+    ShaSpec's second stage); before it every sample has all its modalities."""
+    hook = get_method(config.method.name).dropout_from
+    return 1 if hook is None else hook(config)
+
+
 def check_batch(config: Config, model: torch.nn.Module, samples: int) -> None:
     """A training batch that batch normalisation cannot take (one sample) is an error."""
     smallest = min(config.data.batch_size, samples)
@@ -121,6 +128,7 @@ class TrainingStep:
         except ValueError as err:
             raise ConfigError(f"method.mask_probabilities: {err}") from None
         self.fixed_mask = torch.tensor(fixed_mask(config, modalities), dtype=torch.float32)[None]
+        self.dropout_from = first_dropout_epoch(config)
         self.optimizer = build_optimizer(self.model, config.optim)
         self.scheduler = build_scheduler(self.optimizer, config.optim, steps_per_epoch)
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
@@ -153,7 +161,7 @@ class TrainingStep:
         cfg = self.cfg
         index = inputs.pop(INDEX_KEY, None)  # with method.cache_teacher
         available = inputs.pop(AVAILABLE_KEY, None)  # (b, m) with incomplete samples
-        if cfg.method.dropout:
+        if cfg.method.dropout and (self.dropout_from <= 1 or epoch >= self.dropout_from):
             host_mask = self.sampler.sample(len(labels), self.mask_generator, available)
         else:
             host_mask = self.fixed_mask.expand(len(labels), -1)
@@ -229,6 +237,7 @@ __all__ = [
     "TrainingStep",
     "autocast",
     "check_batch",
+    "first_dropout_epoch",
     "fixed_mask",
     "nonfinite_message",
     "training_samples",

@@ -20,6 +20,7 @@ from mmanet.errors import ConfigError
 from mmanet.models import Builder, UnifiedNetwork
 from mmanet.nn import fold_batch_norms
 from mmanet.outputs import NetworkOutput
+from mmanet.registry import LOSS_TERMS
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -128,12 +129,18 @@ def teacher_for_run(
     """The teacher a run distils from (``method.teacher``), or None when it does not;
     ``train`` is the run's training split (the one a cache covers)."""
     method = config.method
-    if method.distill == "none":
+    if not method.uses_teacher:
         if method.cache_teacher:
             raise ConfigError("method.cache_teacher needs a distilling method (a teacher)")
         return None
     if method.teacher is None:
-        raise ConfigError(f"method.distill={method.distill!r} needs method.teacher=<teacher run>")
+        readers = [t for t in method.terms if LOSS_TERMS.declared(t, "needs_teacher")]
+        reader = (
+            f"method.distill={method.distill!r}"
+            if method.distill != "none"
+            else f"method.terms.{readers[0]}"
+        )
+        raise ConfigError(f"{reader} needs method.teacher=<teacher run>")
     cache = None
     if method.cache_teacher:
         deterministic = isinstance(base_dataset(train), TensorMultimodalDataset)

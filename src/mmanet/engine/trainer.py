@@ -37,16 +37,17 @@ from mmanet.engine.curves import training_curves
 from mmanet.engine.evaluate import evaluate_split
 from mmanet.engine.loader import make_loader
 from mmanet.engine.logger import EpochStatistics, RunLogger, epoch_line
-from mmanet.engine.mining import Mining
+from mmanet.engine.mining import Mining, omega_source
 from mmanet.engine.network import PYTHON_BUILDER
-from mmanet.engine.objective import Objective
+from mmanet.engine.objective import Objective, needs_reg_head
 from mmanet.engine.results import check_ranks_agree, run_report, write_results
-from mmanet.engine.rundir import clear, prepare, run_record, summary
+from mmanet.engine.rundir import as_recorded, clear, prepare, run_record, summary
 from mmanet.engine.selection import Validation
 from mmanet.engine.signals import stop_on_signals
 from mmanet.engine.step import TrainingStep, autocast, check_batch, training_samples
 from mmanet.engine.teacher import teacher_for_run
 from mmanet.errors import CheckpointError, TrainingInterrupted
+from mmanet.methods import method_network
 from mmanet.models import Builder, build_model
 from mmanet.progress import show_progress
 from mmanet.provenance import code_version
@@ -89,14 +90,15 @@ class Trainer:
             modalities,
             self.data.input_shapes,
             self.data.num_classes,
-            reg_head=method.regularize != "none",
+            reg_head=needs_reg_head(method),
             builder=model,
-        ).to(self.device)
+        )
+        self.model = method_network(self.model, method).to(self.device)  # e.g. DMRNet's head
         self.data_generator = torch.Generator().manual_seed(config.seed + 2)
         train = training_samples(config, self.data)  # e.g. the complete ones, for a teacher
         # data.batch_size=auto becomes a number here, so config.yaml records what ran
         config, self.batch_note = resolve_batch_size(config, len(train) // self.world_size)
-        self.cfg = config
+        self.cfg = config = as_recorded(config)  # imports: files as absolute paths
         check_batch(config, self.model, len(train) // self.world_size)
         self.train_sampler = (
             DistributedSampler(train, shuffle=True, seed=config.seed, drop_last=True)
@@ -118,7 +120,8 @@ class Trainer:
         self.step = TrainingStep(
             config, self.objective, modalities, self.device, len(self.train_loader)
         )
-        self.mining = Mining(method, modalities) if method.regularize != "none" else None
+        omega = omega_source(method)  # the regularizer's, or the one a loss term asks for
+        self.mining = Mining(method, modalities, omega) if omega != "none" else None
         self.advisor = Advisor(method, distributed.is_main())  # the run's warnings
         self.validation = Validation(
             config.validation, self.task, config.optim.epochs, method, modalities

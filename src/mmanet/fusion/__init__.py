@@ -9,11 +9,13 @@ mmformer with ``aux=True``) also has ``forward_auxiliary(features, mask) -> (fus
 
 A fusion is registered by name (``@register_fusion("name")`` on its class or factory)
 and built by :func:`build_fusion`, which passes it the options its signature names
-among ``num_classes``, ``aux``, ``regions``, ``vectors`` and ``region_supervision``.
+among ``num_classes``, ``aux``, ``vectors`` and ``region_supervision``, and its own
+settings (``model.<name>``, declared with ``register_fusion(name, settings=...)``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Sequence
 from typing import Any
@@ -31,6 +33,7 @@ from mmanet.fusion.hemis import HeMISFusion  # noqa: E402
 from mmanet.fusion.lcr import LCRFusion  # noqa: E402
 from mmanet.fusion.mmformer import MMFormerFusion  # noqa: E402
 from mmanet.fusion.rfnet import RFNetFusion  # noqa: E402
+from mmanet.fusion.shaspec import ShaSpecFusion  # noqa: E402
 
 
 def build_fusion(
@@ -39,10 +42,9 @@ def build_fusion(
     num_classes: int,
     *,
     aux: bool = False,
-    regions: int | None = None,
     vectors: bool = False,
     region_supervision: bool = False,
-    widths: str = "paper",
+    **settings: Any,
 ) -> nn.Module:
     """The registered fusion ``name`` for per-modality widths ``channels``.
 
@@ -51,41 +53,45 @@ def build_fusion(
         channels: per-modality feature widths c_i, in modality order.
         num_classes: classes of the task, for auxiliary heads.
         aux: build the auxiliary heads (an error for a fusion without them).
-        regions: RFNet's number of soft regions K (None: its default).
         vectors: the features are (b, c) vectors (RFNet's convolutions become 1×1).
         region_supervision: supervise RFNet's region maps with dense labels (ESANet).
-        widths: ``"paper"`` (the fusion's own paper widths) or ``"small"`` (scaled to the
-            encoders), for the fusions that have such a choice (RFNet, mmFormer).
+        settings: the fusion's own settings (``model.<name>``: RFNet's ``regions`` and
+            ``widths``, mmFormer's ``widths``), passed as keywords.
     """
     factory = FUSIONS.get(name)
     options: dict[str, Any] = {
         "num_classes": num_classes,
         "aux": aux,
-        "regions": regions,
         "vectors": vectors,
         "region_supervision": region_supervision,
-        "widths": widths,
     }
     accepted = inspect.signature(factory).parameters
     if aux and "aux" not in accepted:
         raise ConfigError(f"model.fusion_aux: model.fusion={name} has no auxiliary heads")
-    return factory(channels, **{k: v for k, v in options.items() if k in accepted})
+    unknown = [key for key in settings if key not in accepted]
+    if unknown:
+        raise ConfigError(f"model.{name}.{unknown[0]}: fusion {name!r} takes no such setting")
+    chosen = {k: v for k, v in options.items() if k in accepted}
+    return factory(channels, **chosen, **settings)
+
+
+def fusion_settings(cfg: Any) -> dict[str, Any]:
+    """The keywords of the fusion a model config names: its settings (``model.<fusion>``),
+    or none when it declared none."""
+    name = "concat" if cfg.fusion == "default" else cfg.fusion
+    if FUSIONS.settings(name) is None:
+        return {}
+    return dataclasses.asdict(getattr(cfg, name))
 
 
 def configured_fusion(
     cfg: Any, channels: Sequence[int], num_classes: int, *, vectors: bool = False
 ) -> nn.Module:
-    """The fusion a model config asks for (``model.fusion``, ``fusion_aux``,
-    ``fusion_regions``, ``fusion_widths``); ``"default"`` is concatenation."""
+    """The fusion a model config asks for (``model.fusion``, ``fusion_aux`` and the
+    fusion's own settings ``model.<fusion>``); ``"default"`` is concatenation."""
     name = "concat" if cfg.fusion == "default" else cfg.fusion
     return build_fusion(
-        name,
-        channels,
-        num_classes,
-        aux=cfg.fusion_aux,
-        regions=cfg.fusion_regions,
-        vectors=vectors,
-        widths=cfg.fusion_widths,
+        name, channels, num_classes, aux=cfg.fusion_aux, vectors=vectors, **fusion_settings(cfg)
     )
 
 
@@ -95,7 +101,9 @@ __all__ = [
     "LCRFusion",
     "MMFormerFusion",
     "RFNetFusion",
+    "ShaSpecFusion",
     "build_fusion",
     "configured_fusion",
+    "fusion_settings",
     "register_fusion",
 ]

@@ -12,6 +12,8 @@ modalities turns each modality's intra-modal features into auxiliary class logit
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -98,7 +100,15 @@ class Transformer(nn.Module):
         return x
 
 
-@FUSIONS.register("mmformer")
+@dataclass
+class MMFormerSettings:
+    """``model.mmformer``: the token width, mmFormer's paper's (d = 512) or scaled to the
+    encoders (d = the widest modality)."""
+
+    widths: Literal["paper", "small"] = "paper"
+
+
+@FUSIONS.register("mmformer", settings=MMFormerSettings)
 class MMFormerFusion(AuxiliaryFusion):
     """mmFormer's intra/inter-modal transformers; ``out_channels = m c``, c = max(channels).
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -68,7 +69,16 @@ def gate_mlp(in_features: int, hidden: int, out_features: int) -> nn.Sequential:
     )
 
 
-@FUSIONS.register("rfnet")
+@dataclass
+class RFNetSettings:
+    """``model.rfnet``: the soft regions K (None: 4; ESANet: the classes, supervised by
+    the labels) and the inner widths, RFNet's paper's or scaled to the encoders."""
+
+    regions: int | None = None
+    widths: Literal["paper", "small"] = "paper"
+
+
+@FUSIONS.register("rfnet", settings=RFNetSettings)
 class RFNetFusion(AuxiliaryFusion):
     """RFNet's region-aware fusion; ``out_channels = 2 ⌊c/2⌋`` (= c for even c), c = max(c_i).
 

@@ -14,6 +14,7 @@ Two granularities (docs/method.md#segmentation):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -21,11 +22,28 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
+from mmanet.errors import ConfigError
 from mmanet.registry import DISTILLATIONS
 
 Relation = Literal["cosine", "gram"]
 Weighting = Literal["softmax", "linear", "uniform"]
 Granularity = Literal["sample", "pixel"]
+
+
+@dataclass
+class MADSettings:
+    """``method.mad``: MAD's settings (SP, its ablation, reads them too). The formulation
+    (``method.formulation``) sets ``relation`` and ``weighting``; these override it."""
+
+    relation: Relation = "cosine"
+    weighting: Weighting = "softmax"
+    temperature: float = 1.0  # weighting=softmax: w = softmax(π / temperature) (Eq. 8: 1)
+    granularity: Granularity = "sample"  # dense maps: every pooled pixel a sample
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ConfigError(f"method.mad.temperature must be > 0, got {self.temperature}")
+
 
 _EPS = 1e-8
 # Default pixel grid cap of granularity="pixel": a pooled map of at most 30 x 40
@@ -305,7 +323,7 @@ def relation_rows(features: torch.Tensor, granularity: Granularity) -> int:
     return features.shape[0] * height * width
 
 
-@DISTILLATIONS.register("mad")
+@DISTILLATIONS.register("mad", settings=MADSettings)
 def margin_aware_distillation(
     student: torch.Tensor, teacher: torch.Tensor, teacher_logits: torch.Tensor, method: Any
 ) -> torch.Tensor:
@@ -313,7 +331,7 @@ def margin_aware_distillation(
     return configured_mad(student, teacher, teacher_logits, method, method.mad.weighting)
 
 
-@DISTILLATIONS.register("sp")
+@DISTILLATIONS.register("sp", settings=MADSettings, settings_under="mad")
 def similarity_preserving(
     student: torch.Tensor, teacher: torch.Tensor, teacher_logits: torch.Tensor, method: Any
 ) -> torch.Tensor:

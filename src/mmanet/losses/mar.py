@@ -4,6 +4,7 @@ ablation (docs/method.md#sr)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -12,6 +13,15 @@ from mmanet.modality import Mask, mask_code, singleton_masks, sub_masks
 from mmanet.registry import REGULARIZERS
 
 Distribution = Literal["histogram", "softmax"]
+
+
+@dataclass
+class MARSettings:
+    """``method.mar``: MAR's settings (SR, its ablation, reads them too)."""
+
+    warmup_epochs: int = 5  # epochs before Ω is first mined (and method.begin=after_warmup's)
+    mining_split: Literal["train", "val"] = "train"
+    distribution: Distribution = "histogram"
 
 
 def prediction_histogram(
@@ -146,14 +156,14 @@ class WeakCombinationMiner:
         self.omega = [tuple(int(b) for b in mask) for mask in omega] if omega is not None else None
 
 
-@REGULARIZERS.register("mar")
+@REGULARIZERS.register("mar", settings=MARSettings)
 def modality_aware_regularization(num_modalities: int, method: Any) -> WeakCombinationMiner:
     """``method.regularize=mar``: Ω mined after each of the ``method.mar.warmup_epochs``."""
     mar = method.mar
     return WeakCombinationMiner(num_modalities, mar.warmup_epochs, "mar", mar.distribution)
 
 
-@REGULARIZERS.register("sr")
+@REGULARIZERS.register("sr", settings=MARSettings, settings_under="mar")
 def single_modality_regularization(num_modalities: int, method: Any) -> WeakCombinationMiner:
     """``method.regularize=sr``: the SR ablation, Ω = the single-modality masks."""
     mar = method.mar

@@ -19,17 +19,19 @@ stages, so its two encoders are not independent. In UnifiedNetwork terms:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import nn
 
-from mmanet.config import ESANetConfig, ModelConfig
+from mmanet.config import ModelConfig
 from mmanet.errors import ConfigError
-from mmanet.fusion import build_fusion
+from mmanet.fusion import build_fusion, fusion_settings
 from mmanet.fusion.common import AuxiliaryFusion
 from mmanet.fusion.rfnet import RFNetFusion
 from mmanet.models.sf import read_torchvision_state_dict
+from mmanet.models.shaspec import ShaSpecESANetEncoder, esanet_context, image_adapters
 from mmanet.models.unified import UnifiedNetwork
 from mmanet.nn import BasicBlock, Bottleneck, init_resnet_weights, make_layer
 from mmanet.nn.esanet_blocks import (
@@ -288,7 +290,20 @@ class ESANetDecoder(nn.Module):
         return out, crop_to(logits, fused.input_size), sides
 
 
-@MODELS.register("esanet")
+@dataclass
+class ESANetSettings:
+    """``model.esanet``: ESANet's settings; the defaults are ESANet's NYUv2 settings."""
+
+    encoder: Literal["resnet18", "resnet34", "resnet50"] = "resnet34"
+    block: Literal["basic", "nbt1d"] = "nbt1d"  # resnet18/34 only; resnet50 uses Bottleneck
+    width: int = 64  # stem width; the four stages have width * 1, 2, 4, 8 planes
+    decoder_channels: list[int] = field(default_factory=lambda: [512, 256, 128])
+    decoder_blocks: int = 3  # NonBottleneck1D blocks per decoder module
+    context: Literal["ppm", "ppm_adaptive"] = "ppm"  # adaptive: bins scale with the input size
+    context_bins: list[int] = field(default_factory=lambda: [1, 5])
+
+
+@MODELS.register("esanet", settings=ESANetSettings)
 def build_esanet(
     cfg: ModelConfig,
     modalities: Sequence[str],
@@ -330,6 +345,23 @@ def build_esanet(
         fusion = ESANetEncoder(
             rgb_encoder, depth_encoder, context, modalities.index(RGB), modalities.index(DEPTH)
         )
+    elif cfg.fusion == "shaspec":  # one more ResNet, shared by both (docs/methods/shaspec.md)
+        shared = ResNetEncoder(max(rgb_shape[0], depth_shape[0]), block, layers, esa.width)
+        if cfg.pretrained:
+            try:
+                load_torchvision_weights(
+                    shared, read_torchvision_state_dict(cfg.pretrained), complete=True
+                )
+            except ValueError as err:
+                raise ConfigError(f"model.pretrained={cfg.pretrained}: {err}") from None
+        d = esa.decoder_channels[0]
+        fusion = ShaSpecESANetEncoder(
+            image_adapters([input_shapes[name] for name in modalities]),
+            shared,
+            [rgb_encoder if name == RGB else depth_encoder for name in modalities],
+            d,
+            esanet_context(len(modalities), d, esa.context_bins, reference),
+        )
     else:
         streams = [rgb_encoder if name == RGB else depth_encoder for name in modalities]
         aux_decoder = None
@@ -361,21 +393,21 @@ def _stage_fusions(cfg: ModelConfig, widths: Sequence[int], num_classes: int) ->
     """One fusion module per stage. RFNet fuses every stage with K = the classes as regions
     (its region maps are supervised by the labels), each inner stage's region generator
     guided by the fused map of the stage below, and without per-stage modality heads (the
-    shared per-modality decoder is :class:`SharedModalityDecoder`); its widths are
-    ``model.fusion_widths``. A fusion that
+    shared per-modality decoder is :class:`SharedModalityDecoder`); its settings are
+    ``model.rfnet`` (regions: default the classes). A fusion that
     declares ``bottleneck_only`` (mmFormer's transformer) works on the layer-4 tokens only,
     the shallower stages are concatenated as in its paper."""
+    own = fusion_settings(cfg)
     if cfg.fusion == "rfnet":
         return [
             RFNetFusion(
                 [width, width],
                 num_classes,
-                regions=cfg.fusion_regions or num_classes,
                 aux=cfg.fusion_aux,
                 region_supervision=True,
                 guide_channels=widths[level + 1] if level + 1 < len(widths) else 0,
                 modality_heads=False,
-                widths=cfg.fusion_widths,
+                **{**own, "regions": own["regions"] or num_classes},
             )
             for level, width in enumerate(widths)
         ]
@@ -391,15 +423,14 @@ def _stage_fusions(cfg: ModelConfig, widths: Sequence[int], num_classes: int) ->
                 [width, width],
                 num_classes,
                 aux=cfg.fusion_aux and name == cfg.fusion,
-                regions=cfg.fusion_regions or num_classes,
                 region_supervision=True,
-                widths=cfg.fusion_widths,
+                **(own if name == cfg.fusion else {}),
             )
         )
     return fusions
 
 
-def _check(esa: ESANetConfig) -> None:
+def _check(esa: ESANetSettings) -> None:
     if len(esa.decoder_channels) != 3 or min(esa.decoder_channels) < 1:
         raise ConfigError(
             f"model.esanet.decoder_channels must be 3 positive widths, got {esa.decoder_channels}"
@@ -411,7 +442,7 @@ def _check(esa: ESANetConfig) -> None:
 
 
 def _load_pretrained(
-    path: str, esa: ESANetConfig, rgb_encoder: ResNetEncoder, depth_encoder: ResNetEncoder
+    path: str, esa: ESANetSettings, rgb_encoder: ResNetEncoder, depth_encoder: ResNetEncoder
 ) -> None:
     """torchvision ImageNet weights for both streams, every encoder weight from the file
     (ESANet loads them strictly); the depth conv1 gets the sum over the RGB channels

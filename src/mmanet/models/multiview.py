@@ -11,8 +11,9 @@ from torch import nn
 from mmanet.config import EncoderConfig, ModelConfig
 from mmanet.errors import ConfigError
 from mmanet.fusion import configured_fusion
+from mmanet.models.shaspec import check_widths, shaspec_network, vector_adapters
 from mmanet.models.unified import UnifiedNetwork
-from mmanet.nn import ConvEncoder, MLPEncoder, MLPHead
+from mmanet.nn import ConvEncoder, MLPEncoder, MLPHead, mlp_layers
 from mmanet.registry import MODELS
 
 
@@ -52,6 +53,10 @@ def build_multiview(
         for name in modalities
     }
     widths = [enc.out_features for enc in encoders.values()]
+    if cfg.fusion == "shaspec":  # docs/methods/shaspec.md
+        return build_shaspec_multiview(
+            cfg, modalities, input_shapes, encoders, num_classes, reg_head
+        )
     # MLP and CNN encoders both end in (b, c) vectors
     fusion = configured_fusion(cfg, widths, num_classes, vectors=True)
     fused_width = fusion.out_channels
@@ -66,4 +71,30 @@ def build_multiview(
         head(),
         input_shapes,
         reg_head=head() if reg_head else None,
+    )
+
+
+def build_shaspec_multiview(
+    cfg: ModelConfig,
+    modalities: Sequence[str],
+    input_shapes: Mapping[str, Sequence[int]],
+    specific: Mapping[str, nn.Module],
+    num_classes: int,
+    reg_head: bool,
+) -> UnifiedNetwork:
+    """ShaSpec on the views: the encoders built above are the specific ones; the shared
+    one is an MLP of ``model.encoder.widths`` after a per-view linear adapter to the first
+    width (the views' widths differ)."""
+    widths = cfg.encoder.widths
+    check_widths({n: e.out_features for n, e in specific.items()}, widths[-1], "multiview")
+    return shaspec_network(
+        modalities,
+        input_shapes,
+        vector_adapters([input_shapes[name] for name in modalities], widths[0]),
+        mlp_layers(widths[0], widths, cfg.encoder.dropout),
+        specific,
+        lambda width: MLPHead(width, cfg.head_widths, num_classes, cfg.head_dropout, cfg.head_norm),
+        reg_head,
+        vectors=True,
+        width=widths[-1],
     )

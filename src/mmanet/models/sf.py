@@ -21,6 +21,7 @@ from torch import nn
 from mmanet.config import ModelConfig
 from mmanet.errors import ConfigError
 from mmanet.fusion import configured_fusion
+from mmanet.models.shaspec import image_adapters, shaspec_network
 from mmanet.models.unified import UnifiedNetwork
 from mmanet.nn import BasicBlock, ResNetStem, SEBlock, init_resnet_weights, make_layer
 from mmanet.nn.resnet import load_torchvision_weights
@@ -81,6 +82,11 @@ def build_sf(
             )
     kernel = STEM_KERNELS[cfg.stem]
     encoders = {name: SFEncoder(input_shapes[name][0], conv1_kernel=kernel) for name in modalities}
+    shapes = [input_shapes[name] for name in modalities]
+    # ShaSpec: one more stem, shared by every modality (docs/methods/shaspec.md)
+    shared = None
+    if cfg.fusion == "shaspec":
+        shared = SFEncoder(max(s[0] for s in shapes), conv1_kernel=kernel)
     if cfg.pretrained and cfg.stem != "torchvision":
         raise ConfigError(
             f"model.pretrained={cfg.pretrained}: torchvision ResNet-18 weights need "
@@ -88,11 +94,23 @@ def build_sf(
         )
     if cfg.pretrained:
         weights = read_torchvision_state_dict(cfg.pretrained)
-        for encoder in encoders.values():
+        for encoder in [*encoders.values(), *([shared] if shared is not None else [])]:
             try:
                 load_torchvision_weights(encoder.stem, weights)
             except ValueError as err:
                 raise ConfigError(f"model.pretrained={cfg.pretrained}: {err}") from None
+    if shared is not None:
+        return shaspec_network(
+            modalities,
+            input_shapes,
+            image_adapters(shapes),
+            shared,
+            encoders,
+            lambda width: SFHead(width, num_classes),
+            reg_head,
+            vectors=False,
+            width=shared.out_channels,
+        )
     fusion = configured_fusion(cfg, [enc.out_channels for enc in encoders.values()], num_classes)
     fused_channels = fusion.out_channels  # m * 128 for concat
     return UnifiedNetwork(

@@ -47,10 +47,14 @@ class UnifiedNetwork(nn.Module):
         fusion: ``fusion(features, mask) -> fused``: the list of masked per-modality
             features (modality order) and the (b, m) mask. Optional capability:
             ``forward_auxiliary(features, mask) -> (fused, [AuxiliaryLogits, ...])``,
-            auxiliary heads that the training loss adds (RFNet, mmFormer).
+            auxiliary heads that the training loss adds (RFNet, mmFormer);
+            ``forward_shared_specific(features, mask) -> (fused, SharedSpecific)``, the
+            shared and specific features that the training loss reads (ShaSpec).
         head: ``head(fused) -> (features, logits)``. Optional capability:
             ``forward_sides(fused) -> (features, logits, [side logits, ...])``, side
-            outputs of a decoder that the training loss supervises (ESANet).
+            outputs of a decoder that the training loss supervises (ESANet);
+            ``forward_output(fused, extras) -> NetworkOutput``, a head that builds its
+            own output (DMRNet's probabilistic head returns its μ and log σ²).
         input_shapes: per-sample input shape of each modality, used to infer the shape
             of the zeros that stand in for a modality that is not given.
         reg_head: optional regularization head with the head's interface (training only).
@@ -125,7 +129,8 @@ class UnifiedNetwork(nn.Module):
                 inputs is absent whatever the mask says.
             head: ``"head"`` (deployment) or ``"reg_head"`` (regularization network).
             extras: also return what the training loss reads besides the logits: the
-                fusion's auxiliary heads and the head's side outputs (when they have them).
+                fusion's auxiliary heads or shared / specific features and the head's
+                side outputs (when they have them).
         """
         mask = self.effective_mask(encoded, mask)
         masked = [
@@ -133,12 +138,16 @@ class UnifiedNetwork(nn.Module):
             for i, feat in enumerate(encoded.features)
         ]
         auxiliary: list[AuxiliaryLogits] = []
+        parts = None
         if extras and hasattr(self.fusion, "forward_auxiliary"):
             fused, auxiliary = self.fusion.forward_auxiliary(masked, mask)
+        elif extras and hasattr(self.fusion, "forward_shared_specific"):
+            fused, parts = self.fusion.forward_shared_specific(masked, mask)
         else:
             fused = self.fusion(masked, mask)
         out = self.apply_head(fused, head, extras=extras)
         out.auxiliary = auxiliary
+        out.shared_specific = parts
         return out
 
     def apply_head(self, fused: Any, head: str = "head", *, extras: bool = False) -> NetworkOutput:
@@ -146,6 +155,8 @@ class UnifiedNetwork(nn.Module):
         module = self.head if head == "head" else self.reg_head
         if module is None:
             raise ValueError("this network has no regularization head")
+        if hasattr(module, "forward_output"):  # a head that returns more (DMRNet's embedding)
+            return module.forward_output(fused, extras=extras)
         if extras and hasattr(module, "forward_sides"):
             features, logits, sides = module.forward_sides(fused)
             return NetworkOutput(fused, features, logits, side_logits=list(sides))

@@ -4,17 +4,25 @@ and its prediction output. The engine calls these and never branches on the task
 A task is registered by name (``@register_task("classification")``); a dataset names
 its task in its :class:`~mmanet.data.DataBundle`, and :func:`build_task` makes the
 run's task object from the bundle and the config.
+
+A task declares its metrics with their direction (``metrics = {"error": "min",
+"accuracy": "max"}``): model selection, the comparison tables, the verdicts and tuning
+read which way is better from it. Registering a task that does not is an error.
+
+The model is run over a split by the engine (:mod:`mmanet.engine.evaluate`), which hands
+:meth:`Task.evaluate` its :class:`Passes`: tasks never import the engine.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
 
+from mmanet.errors import ConfigError
 from mmanet.outputs import AuxiliaryLogits
 from mmanet.registry import TASKS
 
@@ -26,7 +34,26 @@ if TYPE_CHECKING:
     from mmanet.modality import Mask
     from mmanet.models import UnifiedNetwork
 
-register_task = TASKS.register
+Direction = Literal["min", "max"]  # a metric's better side: lower ("min") or higher
+DIRECTIONS: tuple[Direction, ...] = ("min", "max")
+
+
+class Passes(Protocol):
+    """What :meth:`Task.evaluate` asks of the engine: the model over a loader, one encoder
+    pass per batch for every mask (``None``: each sample's own modalities); see
+    :mod:`mmanet.engine.evaluate`."""
+
+    def counts(
+        self, loader: DataLoader, masks: Sequence[Mask | None], task: Task
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(c, k, k) confusion matrices of what ``task`` counts, and (c,) samples each."""
+        ...
+
+    def scores(
+        self, loader: DataLoader, masks: Sequence[Mask | None]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(c, n, k) class probabilities, (n,) labels, (c, n) which samples have each mask."""
+        ...
 
 
 class Task:
@@ -39,9 +66,11 @@ class Task:
     """
 
     name: ClassVar[str] = "task"
-    metrics: ClassVar[tuple[str, ...]] = ()  # the columns of a result table, e.g. error
-    default_metric: ClassVar[str] = ""  # what a comparison ranks by
-    # what distillation compares with method.mad.features=auto: "head" (the head's
+    # the columns of a result table, in order, each with its better side ("min": lower
+    # is better, "max": higher), e.g. {"error": "min", "accuracy": "max"}
+    metrics: ClassVar[Mapping[str, Direction]] = {}
+    default_metric: ClassVar[str] = ""  # what a comparison ranks by (one of the metrics)
+    # what distillation compares with method.distill_features=auto: "head" (the head's
     # representation) or "fused" (the fusion output's map)
     distill_features: ClassVar[str] = "head"
     # `mmanet demo --task <name>`: the bundled config (under mmanet/configs), the paper
@@ -65,6 +94,17 @@ class Task:
     def from_config(cls, data: DataBundle, config: Config) -> Task:
         """The task of a run on ``data`` (a subclass may read its own config keys)."""
         return cls(data.class_names, data.ignore_index)
+
+    @classmethod
+    def lower_is_better(cls, metric: str, key: str = "metric") -> bool:
+        """Whether a lower ``metric`` is better, as the task declares; a metric it does not
+        declare is a one-line :class:`ConfigError` naming ``key`` and the task's metrics."""
+        direction = cls.metrics.get(metric)
+        if direction is None:
+            raise ConfigError(
+                f"{key}={metric!r} is not a metric of the {cls.name} task: {', '.join(cls.metrics)}"
+            )
+        return direction == "min"
 
     @property
     def num_classes(self) -> int:
@@ -128,17 +168,15 @@ class Task:
 
     def evaluate(
         self,
-        model: UnifiedNetwork,
+        passes: Passes,
         loader: DataLoader,
         masks: Sequence[Mask | None],
-        device: torch.device | str,
         calibration: DataLoader | None = None,
     ) -> list[dict[str, Any]]:
         """The metrics of each mask (``None``: each sample's own modalities) over the samples
-        that have its modalities, with their number ``n``; one encoder pass per batch."""
-        from mmanet.engine.evaluate import combination_counts
-
-        confusions, samples = combination_counts(model, loader, masks, self, device)
+        that have its modalities, with their number ``n``; one encoder pass per batch
+        (``passes``: the engine's loops over the model; ``calibration``: the val split)."""
+        confusions, samples = passes.counts(loader, masks, self)
         return [
             {**self.metrics_from_confusion(confusion), "n": int(count)}
             for confusion, count in zip(confusions, samples, strict=True)
@@ -164,10 +202,55 @@ class Task:
         """Pictures of a few test predictions in the run folder (a task may have none)."""
 
 
+def check_metrics(task: type[Task], name: str) -> None:
+    """A one-line ``TypeError`` (as the registries' other interface checks) unless ``task``
+    declares its metrics, each with its direction, and its default metric is one of them."""
+    declared = getattr(task, "metrics", None)
+    where = f"{getattr(task, '__qualname__', task)}.metrics"
+    if not isinstance(declared, Mapping) or not declared:
+        raise TypeError(
+            f"task {name!r} must declare its metrics with their directions, e.g. metrics = "
+            "{'error': 'min', 'accuracy': 'max'} ('min': lower is better, 'max': higher); "
+            f"{where} is {declared!r}"
+        )
+    wrong = {m: d for m, d in declared.items() if d not in DIRECTIONS}
+    if wrong:
+        raise TypeError(
+            f"task {name!r}: a metric's direction is 'min' (lower is better) or 'max' "
+            f"(higher); {where} has {wrong}"
+        )
+    if task.default_metric not in declared:
+        raise TypeError(
+            f"task {name!r}: default_metric={task.default_metric!r} is not one of its "
+            f"metrics: {', '.join(declared)}"
+        )
+
+
+def register_task(
+    name: str, task: type[Task] | None = None
+) -> Callable[[type[Task]], type[Task]] | type[Task]:
+    """``@register_task("name")`` on a :class:`Task` subclass (or ``register_task("name",
+    cls)``): refused, in one line, unless it declares its metrics and their direction."""
+
+    def add(cls: type[Task]) -> type[Task]:
+        check_metrics(cls, name)
+        return TASKS.register(name, cls)
+
+    return add if task is None else add(task)
+
+
 def build_task(data: DataBundle, config: Config) -> Task:
     """The task object of a run: the registered task ``config.task`` names, else the
     data's own."""
     return TASKS.get(config.task or data.task).from_config(data, config)
 
 
-__all__ = ["Task", "build_task", "register_task"]
+__all__ = [
+    "DIRECTIONS",
+    "Direction",
+    "Passes",
+    "Task",
+    "build_task",
+    "check_metrics",
+    "register_task",
+]

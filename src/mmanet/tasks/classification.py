@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from mmanet.errors import ConfigError
-from mmanet.tasks.base import Task, register_task
+from mmanet.tasks.base import Direction, Passes, Task, register_task
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader
@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from mmanet.config import Config
     from mmanet.data import DataBundle
     from mmanet.modality import Mask
-    from mmanet.models import UnifiedNetwork
 
 
 @register_task("classification")
@@ -27,7 +26,7 @@ class ClassificationTask(Task):
     """Cross-entropy over samples; error (%) is what a comparison ranks by."""
 
     name = "classification"
-    metrics = ("error", "accuracy")
+    metrics: ClassVar[dict[str, Direction]] = {"error": "min", "accuracy": "max"}
     default_metric = "error"
     demo_config = "mfeat/demo.yaml"  # UCI Multiple Features, every ablation
 
@@ -76,7 +75,7 @@ class AntiSpoofingTask(ClassificationTask):
     probability reaches the threshold (a number, or ``val_eer``: per combination, where
     APCER = BPCER on the calibration split); ACER is what a comparison ranks by."""
 
-    metrics = ("acer", "apcer", "bpcer")
+    metrics: ClassVar[dict[str, Direction]] = {"acer": "min", "apcer": "min", "bpcer": "min"}
     default_metric = "acer"
 
     def __init__(
@@ -88,27 +87,25 @@ class AntiSpoofingTask(ClassificationTask):
 
     def evaluate(
         self,
-        model: UnifiedNetwork,
+        passes: Passes,
         loader: DataLoader,
         masks: Sequence[Mask | None],
-        device: torch.device | str,
         calibration: DataLoader | None = None,
     ) -> list[dict[str, Any]]:
-        from mmanet.engine.evaluate import combination_scores
         from mmanet.metrics import binary_confusion, classification_metrics, equal_error_threshold
 
         bona_fide = self.bona_fide_class
         if self.threshold == "val_eer":
             if calibration is None:
                 raise ValueError("threshold=val_eer needs a calibration split")
-            calibrate, truth, has = combination_scores(model, calibration, masks, device)
+            calibrate, truth, has = passes.scores(calibration, masks)
             thresholds = [
                 equal_error_threshold(calibrate[i, has[i], bona_fide], truth[has[i]], bona_fide)
                 for i in range(len(masks))
             ]
         else:
             thresholds = [float(self.threshold)] * len(masks)
-        scores, labels, eligible = combination_scores(model, loader, masks, device)
+        scores, labels, eligible = passes.scores(loader, masks)
         results = []
         for i, threshold in enumerate(thresholds):
             keep = eligible[i]

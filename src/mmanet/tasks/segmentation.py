@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mmanet.tasks.base import Task, register_task
+from mmanet.tasks.base import Direction, Task, register_task
 
 if TYPE_CHECKING:
     from mmanet.config import Config
@@ -25,7 +25,7 @@ class SegmentationTask(Task):
     decoder's side outputs (multi-scale supervision); mIoU is what a comparison ranks by."""
 
     name = "segmentation"
-    metrics = ("miou", "pixel_accuracy")
+    metrics: ClassVar[dict[str, Direction]] = {"miou": "max", "pixel_accuracy": "max"}
     default_metric = "miou"
     distill_features = "fused"  # the fused bottleneck map (paper Eq. 2 on b × c × h × w)
     demo_config = "rendered/demo.yaml"  # the rendered RGB-D scenes: ESANet-MD vs MMANet

@@ -18,7 +18,6 @@ import yaml
 from mmanet.config import Config, build_config, deep_merge, parse_overrides, to_dict
 from mmanet.errors import ConfigError, TrainingError, TrainingInterrupted
 from mmanet.io import atomic_write_text
-from mmanet.report import LOWER_IS_BETTER
 from mmanet.scheduler import Backend, run_phases
 from mmanet.tune.outputs import finish, trial_line, write_trials
 from mmanet.tune.space import Param, default_space, load_space, nested
@@ -190,7 +189,7 @@ def tune(
             f"tune: {method} trains one model per combination; name one with method.combination="
         )
     teacher_dir = None
-    if base.method.distill != "none" and base.method.teacher is None:
+    if base.method.uses_teacher and base.method.teacher is None:
         teacher_dir = out / "teacher"
         layer = deep_merge(layer, {"method": {"teacher": str(teacher_dir)}})
     problem = Study(config_path, layer, {}, out)
@@ -201,7 +200,7 @@ def tune(
     data = build_data(base.data)
     task = build_task(data, base)
     selection = Validation(base.validation, task, base.optim.epochs, base.method, data.modalities)
-    direction = "minimize" if selection.metric in LOWER_IS_BETTER else "maximize"
+    direction = "minimize" if selection.lower_is_better else "maximize"
     record = {
         "config": {k: v for k, v in to_dict(problem.config({}, out)).items() if k != "out"},
         "space": {key: param.record() for key, param in problem.space.items()},
