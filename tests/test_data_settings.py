@@ -191,3 +191,10 @@ def test_predict_reads_the_runs_data_manifest_nonfinite(trained, tmp_path, monke
     (tmp_path / "inputs.csv").write_text("a,b\na.npy,b.npy\n")
     assert predict.predict_manifest(trained, tmp_path / "inputs.csv", tmp_path / "p.csv") == 1
     assert (tmp_path / "p.csv").read_text().splitlines()[1].startswith("0,a,")
+
+
+def test_an_old_flat_key_names_where_it_moved():
+    with pytest.raises(ConfigError, match=r"; an entry's setting: data\.cefa\.protocol$"):
+        build_config(overrides=["data.protocol=4@5"])
+    with pytest.raises(ConfigError, match=r"data\.casia_surf\.image_size, data\.cefa\.image_size$"):
+        build_config(overrides=["data.image_size=64"])

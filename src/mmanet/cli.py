@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mmanet.errors import (
     USER_ERRORS,
+    ConfigError,
     DataError,
     ExportError,
     TrainingError,
@@ -117,6 +118,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     run = Path(args.run)
     config = build_config(run / "config.yaml", args.overrides)
+    rates = None if args.failure_rates is None else _failure_rates(args.failure_rates)
     data = build_data(config.data)
     device = resolve_device(config.device)
     model, meta = load_network(
@@ -141,9 +143,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "overrides": list(args.overrides),
         **results,
     }
+    if rates is not None:
+        report["under_failure"] = _under_failure(rates, report, data.modalities)
     out = evaluation_path(run, args.split, checkpoint, args.overrides)
     atomic_write_json(out, report)
     _print_report(report)
+    if "under_failure" in report:
+        _print_under_failure(report["under_failure"])
     print(f"checkpoint {checkpoint} (epoch {meta.get('epoch')}); results: {out}")
     return 0
 
@@ -328,6 +334,34 @@ def _modality_files(tokens: Sequence[str]) -> dict[str, str]:
     return files
 
 
+def _failure_rates(text: str) -> dict[str, float]:
+    from mmanet.robustness import parse_failure_rates
+
+    try:
+        return parse_failure_rates(text)
+    except ValueError as err:
+        raise ConfigError(f"--failure-rates: {err}") from None
+
+
+def _under_failure(rates: dict[str, float], report: dict, modalities: list[str]) -> dict:
+    """``--failure-rates``: the expected metrics when each sensor fails independently."""
+    from mmanet.robustness import expected_report
+
+    try:
+        return expected_report(rates, report["combinations"], modalities, report["metrics"])
+    except ValueError as err:
+        raise ConfigError(f"--failure-rates: {err}") from None
+
+
+def _print_under_failure(summary: dict) -> None:
+    rates = ", ".join(f"{m}={p:g}" for m, p in summary["failure_rates"].items())
+    values = ", ".join(f"{m} {v:.2f}" for m, v in summary["expected"].items())
+    print(
+        f"expected when sensors fail independently ({rates}): {values} (%, given a decision); "
+        f"no decision (every sensor failed) {100 * summary['no_decision']:.2f} % of the time"
+    )
+
+
 def _print_report(report: dict) -> None:
     from mmanet.report import metrics_table
 
@@ -367,6 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", help="a checkpoint folder (default: the run's)")
     _select(evaluate)
     evaluate.add_argument("--split", default="test", choices=["train", "val", "test"])
+    evaluate.add_argument(
+        "--failure-rates",
+        metavar="M=P,...",
+        help="also the expected metrics when each modality fails independently with its "
+        "probability, e.g. rgb=0.1,depth=0.3 (docs/evaluation.md)",
+    )
     evaluate.add_argument("overrides", nargs="*", help=_overrides_help())
     evaluate.set_defaults(func=cmd_evaluate)
 
