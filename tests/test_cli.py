@@ -259,7 +259,7 @@ def test_compare_writes_tables_figures_and_provenance_and_reuses_runs(tmp_path, 
     for title in (*titles, "Provenance"):
         assert title in table
     assert " ± " in table and "**" in table
-    for figure in ("bars.png", "fig4_sp_vs_mad.png", "fig5_warmup.png"):
+    for figure in ("bars.png", "failure_curve.png", "fig4_sp_vs_mad.png", "fig5_warmup.png"):
         assert (out / figure).stat().st_size > 1000, figure
     stamp = (out / "seed-1" / "hemis" / "results_test.json").stat().st_mtime_ns
     assert main([*args, *short, "--no-figures"]) == 0  # everything is reused

@@ -48,3 +48,22 @@ def test_bad_failure_rates_are_one_line(run, capsys, rates, message):
     assert main(["evaluate", "--run", str(run), "--failure-rates", rates]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"mmanet: error: {message}") and "\n" not in err
+
+
+def test_the_failure_curve_of_a_comparison_is_the_weighting_of_each_seeds_table():
+    from mmanet.figures import failure_curves
+
+    def row(*values):
+        return {"miou": {"values": list(values)}}
+
+    summary = {
+        "metric": "miou",
+        "methods": {
+            "m": {"rgb": row(10.0, 20.0), "depth": row(30.0, 40.0), "rgb+depth": row(50.0, 60.0)}
+        },
+    }
+    curves = failure_curves(summary, ["rgb", "depth"], grid=(0.0, 0.5))
+    # p = 0: the full combination; p = 0.5: each of the three non-empty combinations 1/4,
+    # renormalised by 1 - 1/4: the plain mean of the three
+    assert curves["m"][0] == [50.0, pytest.approx((10 + 30 + 50) / 3)]
+    assert curves["m"][1] == [60.0, pytest.approx((20 + 40 + 60) / 3)]

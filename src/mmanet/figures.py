@@ -46,7 +46,10 @@ def write_figures(summary: Mapping[str, Any], out: Path, data: DataBundle) -> li
     import matplotlib
 
     matplotlib.use("Agg")
-    written = [bar_chart(summary, out / "bars.png")]
+    written = [
+        bar_chart(summary, out / "bars.png"),
+        failure_curve(summary, out / "failure_curve.png", data.modalities),
+    ]
     seed = summary["seeds"][0]
     runs = out / f"seed-{seed}"
     methods = list(summary["methods"])
@@ -95,6 +98,65 @@ def bar_chart(summary: Mapping[str, Any], path: Path) -> Path:
         f"{', '.join(map(str, seeds))}" + (" (mean ± std)" if len(seeds) > 1 else "")
     )
     ax.legend(fontsize=7, ncol=min(4, len(methods)))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+FAILURE_GRID = tuple(i / 20 for i in range(19))  # every sensor failing with p = 0, ..., 0.9
+
+
+def failure_curves(
+    summary: Mapping[str, Any], modalities: Sequence[str], grid: Sequence[float] = FAILURE_GRID
+) -> dict[str, list[list[float]]]:
+    """Per method, per seed: the expected metric (given a decision) when every sensor fails
+    independently with probability p, for each p of ``grid`` (docs/evaluation.md)."""
+    from mmanet.robustness import failure_sweep
+
+    metric, curves = summary["metric"], {}
+    for method, results in summary["methods"].items():
+        seeds = len(next(iter(results.values()))[metric]["values"])
+        curves[method] = [
+            [
+                expected
+                for _, expected, _ in failure_sweep(
+                    {name: row[metric]["values"][seed] for name, row in results.items()},
+                    modalities,
+                    grid,
+                )
+            ]
+            for seed in range(seeds)
+        ]
+    return curves
+
+
+def failure_curve(summary: Mapping[str, Any], path: Path, modalities: Sequence[str]) -> Path:
+    """Each method's expected metric against a shared sensor failure rate p (mean over the
+    seeds, ± std shaded), and the rate of no decision, p^m: which method is best at which
+    failure rate."""
+    import matplotlib.pyplot as plt
+
+    titles = summary.get("titles", {})
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for method, per_seed in failure_curves(summary, modalities).items():
+        means = [sum(v) / len(v) for v in zip(*per_seed, strict=True)]
+        stds = [
+            math.sqrt(sum((x - m) ** 2 for x in v) / max(len(v) - 1, 1)) if len(v) > 1 else 0.0
+            for v, m in zip(zip(*per_seed, strict=True), means, strict=True)
+        ]
+        ax.plot(FAILURE_GRID, means, label=titles.get(method, method))
+        low = [m - s for m, s in zip(means, stds, strict=True)]
+        high = [m + s for m, s in zip(means, stds, strict=True)]
+        ax.fill_between(FAILURE_GRID, low, high, alpha=0.15)
+    better = "lower" if summary["lower_is_better"] else "higher"
+    ax.set_xlabel("p: every sensor fails independently with this probability")
+    ax.set_ylabel(f"expected {summary['metric']} (%), given a decision; {better} is better")
+    empty = ax.twinx()
+    empty.plot(FAILURE_GRID, [100 * p ** len(modalities) for p in FAILURE_GRID], "k:", lw=1)
+    empty.set_ylabel("no decision (every sensor failed), % (dotted)")
+    ax.set_title(f"Under sensor failure ({summary['split']} split)")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -214,4 +276,11 @@ def warmup_figure(run: Path, path: Path, max_lines: int = 16) -> Path:
     return path
 
 
-__all__: Sequence[str] = ["bar_chart", "sp_vs_mad_figure", "warmup_figure", "write_figures"]
+__all__: Sequence[str] = [
+    "bar_chart",
+    "failure_curve",
+    "failure_curves",
+    "sp_vs_mad_figure",
+    "warmup_figure",
+    "write_figures",
+]
