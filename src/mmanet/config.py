@@ -411,9 +411,17 @@ def config_from_record(record: Mapping[str, Any], where: str = "config") -> Conf
     return config
 
 
+# the config sections that hold entries' settings, by their config key
+SECTIONS: dict[str, type[OwnsSettings]] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "method": MethodConfig,
+}
+
+
 def sections(config: Config) -> dict[str, OwnsSettings]:
     """The sections of ``config`` that hold entries' settings, by their config key."""
-    return {"data": config.data, "model": config.model, "method": config.method}
+    return {key: getattr(config, key) for key in SECTIONS}
 
 
 def fill_settings(config: Config) -> None:

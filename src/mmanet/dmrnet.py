@@ -117,7 +117,7 @@ def dmrnet_network(network: Any, method: Any) -> Any:
     return probabilistic_network(network)
 
 
-DMRNET = register_method(
+register_method(
     Method(
         "dmrnet",
         "DMRNet",
@@ -130,4 +130,4 @@ DMRNET = register_method(
     settings=DMRNetSettings,
 )
 
-__all__ = ["DMRNET", "MINED", "DMRNetSettings", "dmrnet_network", "hard_set_miner"]
+__all__ = ["MINED", "DMRNetSettings", "dmrnet_network", "hard_set_miner"]

@@ -8,10 +8,8 @@ import dataclasses
 import typing
 from typing import Any
 
-from mmanet.config import DataConfig, MethodConfig, ModelConfig
+from mmanet.config import SECTIONS
 from mmanet.registry import Registry
-
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "method": MethodConfig}
 
 
 def _type(hint: Any) -> str:

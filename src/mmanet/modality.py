@@ -57,6 +57,16 @@ def mask_codes(masks: torch.Tensor) -> torch.Tensor:
     return (masks.round().long() * weights).sum(dim=1)
 
 
+def mask_table(
+    masks: Sequence[Sequence[int]], num_modalities: int, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """Boolean table over mask codes, True for ``masks``: ``table[mask_codes(batch)]`` marks
+    the samples whose mask is one of them."""
+    table = torch.zeros(2**num_modalities, dtype=torch.bool, device=device)
+    table[[mask_code(mask) for mask in masks]] = True
+    return table
+
+
 class Modalities:
     """An ordered set of named modalities and the naming of their combinations."""
 

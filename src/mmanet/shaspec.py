@@ -83,7 +83,7 @@ def dco_term(step: Any) -> Any:
     return dco_loss(shared_specific(step).domain_logits, step.mask)
 
 
-SHASPEC = register_method(
+register_method(
     Method(
         "shaspec",
         "ShaSpec",
@@ -96,4 +96,4 @@ SHASPEC = register_method(
     settings=ShaSpecSettings,
 )
 
-__all__ = ["SHASPEC", "ShaSpecSettings", "dao_term", "dco_term", "first_dropout_epoch"]
+__all__ = ["ShaSpecSettings", "dao_term", "dco_term", "first_dropout_epoch"]

@@ -23,16 +23,8 @@ from typing import Any
 
 import torch
 
-from mmanet.config import (
-    DataConfig,
-    MethodConfig,
-    ModelConfig,
-    build_config,
-    from_dict,
-    owned_settings,
-    to_dict,
-)
-from mmanet.registry import DISTILLATIONS, FUSIONS, REGISTRIES, REGULARIZERS, Registry
+from mmanet.config import SECTIONS, ModelConfig, build_config, from_dict, owned_settings, to_dict
+from mmanet.registry import DISTILLATIONS, REGISTRIES, REGULARIZERS, Registry
 
 # the bundled demo, tiny: what the method and loss-term checks train
 TINY = [
@@ -63,7 +55,7 @@ def check_settings(registry: Registry, name: str) -> None:
     except TypeError as err:
         raise AssertionError(f"{where}: every field needs a default ({err})") from None
     assert from_dict(cls, to_dict(default)) == default, f"{where}: do not survive to_dict"
-    for section in (DataConfig, ModelConfig, MethodConfig):
+    for section in SECTIONS.values():
         if registry in section.REGISTRIES:
             assert key in owned_settings(section), f"{where}: not found under its key {key!r}"
             fields = {f.name for f in dataclasses.fields(section)}
@@ -74,11 +66,11 @@ def check_fusion(name: str, channels: Sequence[int] = (6, 4, 5), batch: int = 3)
     """A fusion built for vectors of ``channels``: for every non-empty mask, an output of
     ``out_channels`` per sample, finite, and the same whatever an absent modality's
     features hold (the network zeroes them; the fusion must not read them)."""
-    from mmanet.fusion import build_fusion
+    from mmanet.fusion import build_fusion, fusion_settings
+    from mmanet.outputs import fused_map
 
     torch.manual_seed(0)
-    declared = FUSIONS.settings(name)
-    own = dataclasses.asdict(declared[1]()) if declared is not None else {}
+    own = fusion_settings(ModelConfig(fusion=name))  # its settings' defaults
     if "widths" in own:
         own["widths"] = "small"  # the built-ins' paper widths are large for a check
     fusion = build_fusion(name, channels, num_classes=3, vectors=True, **own).eval()
@@ -94,8 +86,7 @@ def check_fusion(name: str, channels: Sequence[int] = (6, 4, 5), batch: int = 3)
         ]
         with torch.no_grad():
             fused, again = fusion(zeroed, mask), fusion(noisy, mask)
-        tensor = fused if isinstance(fused, torch.Tensor) else fused.map
-        other = again if isinstance(again, torch.Tensor) else again.map
+        tensor, other = fused_map(fused), fused_map(again)
         assert tensor.shape[:2] == (batch, fusion.out_channels), (
             f"fusion {name!r}: mask {bits} gave {tuple(tensor.shape)}, "
             f"expected ({batch}, {fusion.out_channels}, ...)"

@@ -37,13 +37,11 @@ class Mining:
     :class:`~mmanet.losses.WeakCombinationMiner`); its state goes into every checkpoint.
     """
 
-    def __init__(
-        self, method: MethodConfig, modalities: list[str], regularizer: str | None = None
-    ) -> None:
+    def __init__(self, method: MethodConfig, modalities: list[str]) -> None:
         self.method = method
         self.names = Modalities(modalities)
-        name = regularizer or method.regularize  # another: see omega_source
-        self.regularizer = REGULARIZERS.get(name)(len(modalities), method)
+        # method.regularize's, or the one a loss term asks for (omega_source)
+        self.regularizer = REGULARIZERS.get(omega_source(method))(len(modalities), method)
 
     @property
     def omega(self) -> list[tuple[int, ...]] | None:

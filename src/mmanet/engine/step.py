@@ -55,7 +55,7 @@ def fixed_mask(config: Config, modalities: list[str]) -> tuple[int, ...]:
         raise ConfigError(f"method.combination={method.combination!r}: {err.args[0]}") from None
 
 
-def first_dropout_epoch(config: Config) -> int:
+def dropout_start(config: Config) -> int:
     """The first epoch of modality dropout: 1, or the method's own (``Method.dropout_from``,
     ShaSpec's second stage); before it every sample has all its modalities."""
     hook = get_method(config.method.name).dropout_from
@@ -128,7 +128,7 @@ class TrainingStep:
         except ValueError as err:
             raise ConfigError(f"method.mask_probabilities: {err}") from None
         self.fixed_mask = torch.tensor(fixed_mask(config, modalities), dtype=torch.float32)[None]
-        self.dropout_from = first_dropout_epoch(config)
+        self.dropout_from = dropout_start(config)
         self.optimizer = build_optimizer(self.model, config.optim)
         self.scheduler = build_scheduler(self.optimizer, config.optim, steps_per_epoch)
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
@@ -237,7 +237,7 @@ __all__ = [
     "TrainingStep",
     "autocast",
     "check_batch",
-    "first_dropout_epoch",
+    "dropout_start",
     "fixed_mask",
     "nonfinite_message",
     "training_samples",

@@ -120,8 +120,8 @@ class Trainer:
         self.step = TrainingStep(
             config, self.objective, modalities, self.device, len(self.train_loader)
         )
-        omega = omega_source(method)  # the regularizer's, or the one a loss term asks for
-        self.mining = Mining(method, modalities, omega) if omega != "none" else None
+        # Ω: the regularizer's, or the one a loss term asks for (DMRNet's mined hard set)
+        self.mining = Mining(method, modalities) if omega_source(method) != "none" else None
         self.advisor = Advisor(method, distributed.is_main())  # the run's warnings
         self.validation = Validation(
             config.validation, self.task, config.optim.epochs, method, modalities

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
-from mmanet.modality import Modalities, mask_code, mask_codes
+from mmanet.modality import Modalities, mask_codes, mask_table
 from mmanet.outputs import GaussianEmbedding
 
 if TYPE_CHECKING:
@@ -45,17 +45,16 @@ def kl_divergence(embedding: GaussianEmbedding, reduction: Reduction = "sample")
 def hard_lookup(modalities: Sequence[str], names: Sequence[str]) -> torch.Tensor:
     """Boolean table over mask codes, True for the combinations ``names`` (``"rgb+ir"``)."""
     order = Modalities(modalities)
-    table = torch.zeros(2 ** len(order), dtype=torch.bool)
+    masks = []
     for name in names:
         try:
-            mask = order.mask_from_name(name)
+            masks.append(order.mask_from_name(name))
         except KeyError as err:
             raise ValueError(
                 f"method.dmrnet.hard_set: {name!r} is not a combination of "
                 f"{'+'.join(order)} ({err.args[0]})"
             ) from None
-        table[mask_code(mask)] = True
-    return table
+    return mask_table(masks, len(order))
 
 
 def hard_rows(

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import torch
 
-from mmanet.modality import Mask, mask_code, singleton_masks, sub_masks
+from mmanet.modality import Mask, mask_table, singleton_masks, sub_masks
 from mmanet.registry import REGULARIZERS
 
 Distribution = Literal["histogram", "softmax"]
@@ -138,9 +138,7 @@ class WeakCombinationMiner:
         """Boolean table over mask codes: entry ``code`` is True when that mask is in Ω."""
         if not self.omega:
             return None
-        table = torch.zeros(2**self.num_modalities, dtype=torch.bool, device=device)
-        table[[mask_code(mask) for mask in self.omega]] = True
-        return table
+        return mask_table(self.omega, self.num_modalities, device)
 
     def state_dict(self) -> dict:
         return {
