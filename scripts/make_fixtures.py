@@ -14,8 +14,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("dataset", choices=sorted(WRITERS))
     parser.add_argument("out_dir")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--difficulty",
+        type=float,
+        default=0.0,
+        help="0 (the tests' easy fixture) to 1: attacks blended towards bona fide faces per "
+        "modality, more sensor noise",
+    )
+    parser.add_argument("--size", type=int, help="image side in pixels (default: the writer's)")
+    parser.add_argument(
+        "--count",
+        type=int,
+        help="samples per split (casia_surf) or subjects per race and split (cefa)",
+    )
     args = parser.parse_args(argv)
-    root = WRITERS[args.dataset](args.out_dir, seed=args.seed)
+    options: dict = {"seed": args.seed, "difficulty": args.difficulty}
+    if args.size is not None:
+        options["size"] = args.size
+    if args.count is not None:
+        options["n_per_split" if args.dataset == "casia_surf" else "subjects_per_split"] = args.count
+    root = WRITERS[args.dataset](args.out_dir, **options)
     print(f"wrote a tiny {args.dataset} dataset to {root}")
 
 

@@ -26,7 +26,7 @@ def test_demo_trains_every_ablation_and_prints_the_table(tmp_path, capsys):
     summary = json.loads((out / "results.json").read_text())
     assert list(summary["methods"]) == ["sf_md", "sf_md_sp", "sf_mad", "sf_mad_sr", "mmanet"]
     assert len(summary["methods"]["mmanet"]) == 63
-    assert set(summary["methods"]["mmanet"]["fou"]) == {"accuracy", "error", "n"}
+    assert set(summary["methods"]["mmanet"]["fou"]) == {"accuracy", "error", "n", "ece"}
     markdown = (out / "results.md").read_text()
     assert "## Every combination" in markdown and "| fou+fac |" in markdown
 

@@ -336,3 +336,38 @@ def test_monotonicity_three_modalities_and_probabilities():
     del table["ir"]
     with pytest.raises(ValueError, match="'ir' is missing"):
         monotonicity_violations(table, names)
+
+
+def test_det_and_thresholds_equal_counting_by_hand_on_unsorted_tied_scores():
+    import random
+
+    from mmanet.operating_points import det_curve, eer_threshold, threshold_at_apcer
+
+    rng = random.Random(3)
+    scores = [rng.choice([0.1, 0.2, 0.3, 0.5, 0.7, 0.9]) for _ in range(40)]  # ties, unsorted
+    labels = [rng.randint(0, 1) for _ in scores]
+    attacks = [s for s, y in zip(scores, labels, strict=True) if y == 0]
+    genuine = [s for s, y in zip(scores, labels, strict=True) if y == 1]
+    points = det_curve(scores, labels, 1)
+    for t, a, b in points:
+        assert a == pytest.approx(100 * sum(s >= t for s in attacks) / len(attacks))
+        assert b == pytest.approx(100 * sum(s < t for s in genuine) / len(genuine))
+    ok = [t for t, a, _ in points if a <= 5.0]
+    assert threshold_at_apcer(scores, labels, 1, 5.0) == min(ok)
+    gaps = {t: abs(a - b) for t, a, b in points[:-1]}  # the observed scores
+    best = min(gaps.values())
+    assert eer_threshold(scores, labels, 1) == min(t for t, g in gaps.items() if g == best)
+
+
+def test_a_reference_the_corruption_leaves_unchanged_has_no_relative_ce():
+    from mmanet.robustness import corruption_errors
+
+    # the reference's errors equal its clean error up to float noise (1e-15 points):
+    # its degradation is none, so the relative CE is undefined, not 10^15
+    result = corruption_errors({"c": [3.0, 4.0]}, 1.0, {"c": [2.0 + 1e-15, 2.0]}, 2.0)
+    assert math.isnan(result.relative_ce["c"])
+    assert result.ce["c"] == pytest.approx(100 * 7 / 4)
+    both = corruption_errors(
+        {"c": [3.0, 4.0], "d": [5.0]}, 1.0, {"c": [2.0, 2.0], "d": [4.0]}, 2.0
+    )  # d: 100 · (5 − 1) / (4 − 2) = 200; the relative mCE is over d alone
+    assert both.relative_mce == pytest.approx(200.0)

@@ -71,7 +71,7 @@ def test_casia_surf_fixture_teacher_and_mmanet_through_the_cli(tmp_path, capsys)
     ]
     for metrics in report["combinations"].values():
         assert metrics["acer"] == pytest.approx((metrics["apcer"] + metrics["bpcer"]) / 2)
-        assert metrics["threshold"] == 0.5
+        assert metrics["threshold"] == metrics["threshold_eer"]  # the default: val EER
     assert len(report["omega"]) in (1, 3)  # MAR ran its warm-up and fixed Ω
     printed = capsys.readouterr().out
     assert "ACER" in printed and "APCER" in printed and "BPCER" in printed
@@ -80,8 +80,10 @@ def test_casia_surf_fixture_teacher_and_mmanet_through_the_cli(tmp_path, capsys)
     # The Table 2 layout again from the saved run, at the validation-EER thresholds.
     assert main(["evaluate", "--run", str(tmp_path / "runs" / "mmanet"), "threshold=val_eer"]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == ["Combination", "ACER", "APCER", "BPCER"]
-    assert [row.split()[0] for row in table[2:9]] == list(report["combinations"])
+    assert "at the validation EER threshold of each combination" in table[0]
+    columns = ["Combination", "ACER", "APCER", "BPCER", "HTER", "BPCER@APCER=5%", "BPCER@APCER=1%"]
+    assert table[1].split()[:7] == columns
+    assert [row.split()[0] for row in table[3:10]] == list(report["combinations"])
 
 
 @pytest.mark.slow

@@ -120,6 +120,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     config = build_config(run / "config.yaml", args.overrides)
     rates = None if args.failure_rates is None else _failure_rates(args.failure_rates)
     data = build_data(config.data)
+    if args.corrupt:  # a bad --corrupt spec fails before any evaluation
+        from mmanet.corruption_eval import corruption_targets
+
+        corruption_targets(data, args.corrupt)
     device = resolve_device(config.device)
     model, meta = load_network(
         args.checkpoint or run, modalities=data.modalities, model=config.model, select=args.select
@@ -145,11 +149,37 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     }
     if rates is not None:
         report["under_failure"] = _under_failure(rates, report, data.modalities)
+    if args.corrupt:
+        from mmanet.corruption_eval import evaluate_corruptions
+
+        report["corruptions"] = evaluate_corruptions(
+            model,
+            data,
+            task,
+            args.corrupt,
+            args.split,
+            device,
+            config.data.eval_batch_size,
+            config.data.num_workers,
+            seed=args.corrupt_seed,
+            progress=config.progress,
+        )
     out = evaluation_path(run, args.split, checkpoint, args.overrides)
     atomic_write_json(out, report)
     _print_report(report)
     if "under_failure" in report:
         _print_under_failure(report["under_failure"])
+    from mmanet.reliability_figure import print_calibration
+
+    print_calibration(report, out, figures=not args.no_figures)
+    if "det" in report and not args.no_figures:
+        from mmanet.spoofing_report import write_det_figure
+
+        print(f"DET curves: {write_det_figure(report, out.with_name(out.stem + '-det.png'))}")
+    if "corruptions" in report:
+        from mmanet.corruption_eval import print_corruptions
+
+        print_corruptions(report["corruptions"], out, figures=not args.no_figures)
     print(f"checkpoint {checkpoint} (epoch {meta.get('epoch')}); results: {out}")
     return 0
 
@@ -204,6 +234,24 @@ def _print_comparison(summary: dict, split: str) -> None:
     judged = summary.get("verdicts")
     if judged:
         print(f"\n{verdict_section(judged, summary['titles'], markdown=False)}")
+    under_failure = summary.get("under_failure")
+    if under_failure:
+        from mmanet.report import failure_table
+
+        table = failure_table(
+            under_failure,
+            summary["titles"],
+            lower_is_better=summary["lower_is_better"],
+            markdown=False,
+        )
+        print(f"\nexpected {metric} (%) when each sensor fails independently:\n\n{table}")
+    corrupted = summary.get("corruptions")
+    if corrupted:
+        from mmanet.corruption_compare import ce_table
+
+        reference = summary["titles"].get(corrupted["reference"], corrupted["reference"])
+        table = ce_table(corrupted, summary["titles"], markdown=False)
+        print(f"\ncorruption error (CE, %) against {reference}, lower is better:\n\n{table}")
 
 
 def default_jobs(threads: int, seeds: Sequence[int], methods: Sequence[str]) -> int:
@@ -251,6 +299,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides)
     build_config(config_path, overrides)  # its imports first: --methods may name the user's
     TASKS.check(args.task)
+    rates = None if args.failure_rates is None else _failure_rates(args.failure_rates)
     summary = compare(
         resolve_methods(args.methods),
         seeds=list(range(args.seeds)),
@@ -263,6 +312,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         **_backend_options(args),
         baseline=args.baseline,
+        failure_rates=rates,
+        corruptions=args.corrupt,
+        corrupt_seed=args.corrupt_seed,
     )
     _print_comparison(summary, args.split)
     written = ["results.md", "results.json", *summary.get("figures", [])]
@@ -297,7 +349,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     from mmanet.export import export_onnx, onnx_summary
 
     out = Path(args.out or Path(args.checkpoint) / "model.onnx")
-    sidecar = export_onnx(args.checkpoint, out, opset=args.opset, select=args.select)
+    sidecar = export_onnx(
+        args.checkpoint,
+        out,
+        opset=args.opset,
+        select=args.select,
+        thresholds=not args.no_thresholds,
+    )
     print(onnx_summary(sidecar))
     print(f"written: {out}, {out.name}.json")
     return 0
@@ -311,12 +369,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if files:
             raise DataError("predict: give either --manifest or modality files, not both")
         out = Path(args.out or "predictions.csv")
-        count = predict_manifest(args.checkpoint, Path(args.manifest), out, args.select)
+        count = predict_manifest(
+            args.checkpoint,
+            Path(args.manifest),
+            out,
+            args.select,
+            thresholds=not args.no_thresholds,
+            point=args.operating_point,
+        )
         print(f"{count} predictions written: {out}")
         return 0
-    result, task = predict_files(args.checkpoint, files, args.select)
+    result, task = predict_files(
+        args.checkpoint,
+        files,
+        args.select,
+        thresholds=not args.no_thresholds,
+        point=args.operating_point,
+    )
     used, missing = result["modalities_used"], result["modalities_missing"]
     print(f"modalities used: {', '.join(used)}; missing: {', '.join(missing) or 'none'}")
+    if "decision" in result:  # anti-spoofing
+        from mmanet.deployment_thresholds import decision_line
+
+        print(decision_line(result))
     for line in task.write_prediction(result, Path(args.out) if args.out else None):
         print(line)
     return 0
@@ -365,6 +440,11 @@ def _print_under_failure(summary: dict) -> None:
 def _print_report(report: dict) -> None:
     from mmanet.report import metrics_table
 
+    if "operating_points" in report:  # anti-spoofing: its own columns, the threshold stated
+        from mmanet.spoofing_report import operating_points_table
+
+        print(operating_points_table(report))
+        return
     print(metrics_table(report, report["metrics"]))
 
 
@@ -406,6 +486,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="M=P,...",
         help="also the expected metrics when each modality fails independently with its "
         "probability, e.g. rgb=0.1,depth=0.3 (docs/evaluation.md)",
+    )
+    evaluate.add_argument(
+        "--corrupt",
+        action="append",
+        metavar="SPEC",
+        help="also evaluate under corrupted inputs: name[:severity][@modality], or all "
+        "(repeatable; e.g. gaussian_noise@rgb, holes:3@depth; docs/evaluation.md)",
+    )
+    evaluate.add_argument(
+        "--corrupt-seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="seed of the corruptions' random draws (default %(default)s)",
+    )
+    evaluate.add_argument(
+        "--no-figures",
+        action="store_true",
+        help="no figures (reliability diagrams, corruption curves, DET curves): tables only",
     )
     evaluate.add_argument("overrides", nargs="*", help=_overrides_help())
     evaluate.set_defaults(func=cmd_evaluate)
@@ -460,6 +559,23 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--split", default="test", choices=["val", "test"])
     compare.add_argument("--no-figures", action="store_true", help="tables only")
     compare.add_argument(
+        "--corrupt",
+        action="append",
+        metavar="SPEC",
+        help="also evaluate every run under this corruption, name[:severity][@modality] or "
+        "all (repeatable; docs/evaluation.md#corrupted-inputs): CE and mCE against the baseline",
+    )
+    compare.add_argument(
+        "--corrupt-seed", type=int, default=0, help="seed of the corruptions' draws (default 0)"
+    )
+    compare.add_argument(
+        "--failure-rates",
+        metavar="M=P,...",
+        help="also tabulate each method's expected metric when each modality M fails "
+        "independently with probability P (e.g. rgb=0.1,depth=0.3); shared rates are "
+        "always tabulated",
+    )
+    compare.add_argument(
         "--jobs", type=int, default=1, help="runs trained at a time, each in its own process"
     )
     _add_backend_arguments(compare)
@@ -510,6 +626,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", default="onnx", choices=["onnx"])
     export.add_argument("--out", help="output file (default <checkpoint>/model.onnx)")
     export.add_argument("--opset", type=int, default=17)
+    export.add_argument(
+        "--no-thresholds",
+        action="store_true",
+        help="anti-spoofing: no per-combination decision thresholds in the sidecar (they "
+        "are set on the run's validation split, which must otherwise be readable)",
+    )
     _select(export)
     export.set_defaults(func=cmd_export)
 
@@ -521,6 +643,18 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--checkpoint", required=True, help="run or checkpoint folder")
     predict.add_argument("--manifest", help="CSV, one path column per modality (classification)")
     predict.add_argument("--out", help="JSON / PNG (segmentation) / CSV (--manifest) to write")
+    predict.add_argument(
+        "--operating-point",
+        choices=["val_eer", "apcer_5", "apcer_1"],
+        help="anti-spoofing: the threshold of the combination received, set on validation "
+        "at the EER or at APCER = 5 %% / 1 %% (default: the run's threshold)",
+    )
+    predict.add_argument(
+        "--no-thresholds",
+        action="store_true",
+        help="anti-spoofing: probabilities only, no decision (nothing read from the "
+        "validation split)",
+    )
     _select(predict)
     predict.set_defaults(func=cmd_predict)
     return parser

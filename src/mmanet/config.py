@@ -142,6 +142,11 @@ class DataConfig(OwnsSettings):
     missing_fraction: float = 0.0
     missing_rates: list[float] | None = None
     missing_seed: int = 0
+    # Training-time corruption as augmentation: specs as `--corrupt` (e.g. [noise, holes]);
+    # each training batch, with probability corrupt_rate, gets one of them at a severity
+    # drawn from 1..5 (docs/evaluation.md#training-time-corruption)
+    corrupt: list[str] = field(default_factory=list)
+    corrupt_rate: float = 0.5
     entries: dict[str, Any] = field(default_factory=dict, metadata={"entries": True})
 
     def in_use(self) -> list[str]:
@@ -277,8 +282,9 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     # Two-class anti-spoofing: accept as bona fide when its probability reaches this
-    # threshold, or "val_eer": per combination, where APCER = BPCER on the validation split.
-    threshold: float | Literal["val_eer"] = 0.5
+    # threshold; "val_eer" (default): per combination, where APCER = BPCER on the validation
+    # split (docs/evaluation.md#anti-spoofing-operating-points).
+    threshold: float | Literal["val_eer"] = "val_eer"
     progress: bool = True
     tensorboard: bool = True  # when the tensorboard package is installed
     # Mixed precision: autocast to bf16 / fp16 (fp16 with a gradient scaler); MAD and the
@@ -520,6 +526,8 @@ def validate(config: Config) -> None:
         raise ConfigError(f"data.missing_rates must be in [0, 1), got {missing.missing_rates}")
     if missing.missing_rates is not None and missing.missing_fraction > 0:
         raise ConfigError("give data.missing_fraction or data.missing_rates, not both")
+    if not 0.0 <= config.data.corrupt_rate <= 1.0:
+        raise ConfigError(f"data.corrupt_rate must be in [0, 1], got {config.data.corrupt_rate}")
     valid = config.validation
     if valid.every < 0 or valid.patience < 0:
         raise ConfigError("validation.every and validation.patience must be >= 0")

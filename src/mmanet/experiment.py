@@ -141,6 +141,9 @@ def compare(
     backend: str = "process",
     address: str | None = None,
     gpus_per_run: float = 0.0,
+    failure_rates: Mapping[str, float] | None = None,
+    corruptions: Sequence[str] | None = None,
+    corrupt_seed: int = 0,
 ) -> dict[str, Any]:
     """Train the teacher (when a method distils) and every method for every seed, reusing
     finished runs; write ``results.json`` and ``results.md`` (and the figures) in ``out``.
@@ -154,7 +157,12 @@ def compare(
     a local Ray or the cluster at ``address``, each run reserving ``gpus_per_run`` GPUs
     (see :mod:`mmanet.scheduler`). With two or more seeds every method
     is judged against ``baseline`` (default: SF-MD when run, else the first method), see
-    :mod:`mmanet.verdicts`.
+    :mod:`mmanet.verdicts`. Each method's expected metric when sensors fail
+    independently (:func:`mmanet.robustness.comparison_under_failure`: shared rates, and
+    ``failure_rates`` per modality when given) is recorded as ``under_failure``. With
+    ``corruptions`` (``--corrupt`` specs) every run is also evaluated under them and each
+    method's corruption errors against the baseline are recorded as ``corruptions``
+    (:mod:`mmanet.corruption_compare`).
     """
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
@@ -167,6 +175,12 @@ def compare(
     scheduler = Backend(backend, jobs, address, gpus_per_run, cpus_per_run=max(base.threads, 1))
     scheduler.check_device(base.device)
     data = build_data(base.data)
+    if failure_rates is not None:  # checked before anything trains
+        _under_failure({}, data.modalities, "", failure_rates)
+    if corruptions:
+        from mmanet.corruption_eval import corruption_targets
+
+        corruption_targets(data, corruptions)  # a bad spec: one line, before any training
     task = build_task(data, base)
     metric = metric or task.default_metric
     lower_is_better = task.lower_is_better(metric)
@@ -210,6 +224,7 @@ def compare(
     summary = {
         "metric": metric,
         "lower_is_better": lower_is_better,
+        "secondary_metrics": dict(task.secondary_metrics),
         "split": split,
         "seeds": list(seeds),
         "code_version": code_version(),
@@ -220,17 +235,69 @@ def compare(
         "methods": {m: aggregate(reports[m]) for m in students},
         "columns": {m: column_record(configs[m], reports[m], seeds, out) for m in students},
     }
+    if students:
+        summary["under_failure"] = _under_failure(
+            summary["methods"], data.modalities, metric, failure_rates
+        )
     summary["verdicts"] = (
         verdicts(summary["methods"], metric, baseline, lower_is_better=lower_is_better)
         if students
         else None
     )
+    if corruptions and students:
+        summary["corruptions"] = _corruptions(
+            students, seeds, out, data, corruptions, split, corrupt_seed, baseline, progress
+        )
     if figures:
         from mmanet.figures import write_figures
 
         summary["figures"] = write_figures(summary, out, data)
     atomic_write_json(out / "results.json", summary)
     write_tables(summary, out / "results.md")
+    return summary
+
+
+def _under_failure(
+    methods: Mapping[str, Any],
+    modalities: Sequence[str],
+    metric: str,
+    failure_rates: Mapping[str, float] | None,
+) -> dict[str, Any]:
+    """:func:`mmanet.robustness.comparison_under_failure`, bad rates as one ConfigError."""
+    from mmanet.robustness import comparison_under_failure
+
+    try:
+        return comparison_under_failure(methods, modalities, metric, failure_rates)
+    except ValueError as err:
+        raise ConfigError(f"--failure-rates: {err}") from None
+
+
+def _corruptions(
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    out: Path,
+    data: DataBundle,
+    specs: Sequence[str],
+    split: str,
+    seed: int,
+    baseline: str | None,
+    progress: bool,
+) -> dict[str, Any]:
+    """Every run of the methods with one network evaluated under ``specs``, summarised
+    against the baseline (:mod:`mmanet.corruption_compare`)."""
+    from mmanet.corruption_compare import run_section, summarize_corruptions
+    from mmanet.verdicts import default_baseline
+
+    single = [m for m in methods if not get_method(m).per_combination]
+    if not single:
+        raise ConfigError("--corrupt: no compared method has a single network to corrupt")
+    reference = baseline if baseline in single else default_baseline(single)
+    sections = {
+        m: [run_section(out / f"seed-{s}" / m, data, specs, split, seed, progress) for s in seeds]
+        for m in single
+    }
+    summary = summarize_corruptions(sections, reference)
+    summary["left_out"] = [m for m in methods if m not in single]  # one model per combination
     return summary
 
 
@@ -322,6 +389,37 @@ def write_tables(summary: Mapping[str, Any], path: Path) -> str:
     if judged:
         baseline = titles.get(judged["baseline"], judged["baseline"])
         sections.append(f"## Verdicts against {baseline}\n\n{verdict_section(judged, titles)}")
+    for name, direction in (summary.get("secondary_metrics") or {}).items():
+        if any(name in row for results in methods.values() for row in results.values()):
+            # a combination that does not define the number (e.g. no sub-combination to
+            # remove a modality to) reads n/a
+            filled = {
+                m: {
+                    combination: {name: row.get(name) or _undefined(len(summary["seeds"]))}
+                    for combination, row in results.items()
+                }
+                for m, results in methods.items()
+            }
+            table = comparison_table(
+                filled, name, titles=titles, lower_is_better=direction == "min"
+            )
+            better = "lower" if direction == "min" else "higher"
+            sections.append(f"## {name} (%, {better} is better)\n\n{table}")
+    under_failure = summary.get("under_failure")
+    if under_failure:
+        from mmanet.report import failure_table
+
+        table = failure_table(under_failure, titles, lower_is_better=lower)
+        sections.append(
+            f"## Under sensor failure\n\nExpected {metric} (%) given a decision when each "
+            "sensor fails independently (docs/evaluation.md); the last column is how often "
+            f"every sensor fails at once.\n\n{table}"
+        )
+    corrupted = summary.get("corruptions")
+    if corrupted:
+        from mmanet.corruption_compare import tables_section
+
+        sections.append(tables_section(corrupted, titles))
     combinations = next(iter(methods.values()))
     if len(combinations) > 16:
         full = comparison_table(
@@ -345,6 +443,12 @@ def write_tables(summary: Mapping[str, Any], path: Path) -> str:
     text = "\n\n".join(sections) + "\n"
     atomic_write_text(path, text)
     return text
+
+
+def _undefined(seeds: int) -> dict[str, Any]:
+    """A number a combination does not define, for each of ``seeds`` seeds."""
+    nan = float("nan")
+    return {"mean": nan, "std": nan, "values": [nan] * seeds}
 
 
 def demo_config_path(task: str = "classification") -> Path:

@@ -8,7 +8,15 @@ sidecar records, per input (each modality and the mask), its shape, dtype and pr
 (how a file becomes that input: the run's dataset's :class:`~mmanet.data.InputReader`), and
 the class names, the code version and the verification: the largest absolute difference
 between onnxruntime and PyTorch per combination on random inputs (an export whose
-difference exceeds :data:`TOLERANCE` is an error, and nothing is written).
+difference exceeds :data:`TOLERANCE` is an error, and nothing is written). An anti-spoofing
+checkpoint's sidecar also carries its decision thresholds per combination (``thresholds``:
+at the validation EER and at validation APCER = 5 % and 1 %, and which one is the default;
+:func:`mmanet.deployment_thresholds.combination_thresholds`, the numbers ``mmanet predict``
+decides with),
+so that a deployed model decides with the threshold of the combination it receives: the
+``mask`` it is given. They are set on the run's validation split; when it cannot be read
+that is an error before anything is written, unless ``thresholds=False``
+(``--no-thresholds``), which the sidecar records.
 
 Only the batch dimension is free: every other dimension of the inputs and of ``logits``
 is fixed at the size the checkpoint records (an image network takes images of exactly
@@ -96,15 +104,22 @@ def export_onnx(
     opset: int = 17,
     builder: Builder | None = None,
     select: str | None = None,
+    thresholds: bool = True,
 ) -> dict[str, Any]:
     """Write ``out`` (ONNX) and ``out`` + ``.json``; return the sidecar's content.
 
     ``builder``: the network's builder when it is not a registered one (a network from
-    :func:`mmanet.models.from_encoders`).
+    :func:`mmanet.models.from_encoders`). ``thresholds``: an anti-spoofing checkpoint's
+    per-combination thresholds in the sidecar (False: recorded as not computed).
     """
     import onnxruntime
 
+    from mmanet.deployment_thresholds import bona_fide_class, combination_thresholds
+
     model, meta = load_network(checkpoint, builder=builder, select=select)
+    anti_spoofing = bona_fide_class(meta) is not None
+    # before the export: a validation split that cannot be read is a quick, named error
+    decision = combination_thresholds(model, meta) if anti_spoofing and thresholds else None
     names = model.modalities
     masks = torch.tensor(names.combinations, dtype=torch.float32)
     graph = DeploymentGraph(model).eval()
@@ -144,6 +159,12 @@ def export_onnx(
         "onnxruntime": onnxruntime.__version__,
         "max_abs_difference": verification,
     }
+    if anti_spoofing:
+        sidecar["thresholds"] = decision
+        if decision is None:
+            sidecar["thresholds_note"] = (
+                "not computed (--no-thresholds): no per-combination decision thresholds"
+            )
     atomic_write_json(out.with_name(out.name + ".json"), sidecar)
     return sidecar
 

@@ -50,6 +50,11 @@ def write_figures(summary: Mapping[str, Any], out: Path, data: DataBundle) -> li
         bar_chart(summary, out / "bars.png"),
         failure_curve(summary, out / "failure_curve.png", data.modalities),
     ]
+    if summary.get("corruptions"):
+        from mmanet.corruption_compare import corruption_curves
+
+        titles = summary.get("titles", {})
+        written.append(corruption_curves(summary["corruptions"], titles, out / "corruptions.png"))
     seed = summary["seeds"][0]
     runs = out / f"seed-{seed}"
     methods = list(summary["methods"])
@@ -60,6 +65,14 @@ def write_figures(summary: Mapping[str, Any], out: Path, data: DataBundle) -> li
                 runs / sp, runs / mad, data, summary["split"], out / "fig4_sp_vs_mad.png"
             )
         )
+    det = {m: runs / m / f"results_{summary['split']}.json" for m in methods}
+    if all(path.is_file() for path in det.values()):
+        reports = {m: json.loads(path.read_text()) for m, path in det.items()}
+        if all("det" in report for report in reports.values()):
+            from mmanet.spoofing_report import write_det_comparison
+
+            titles = summary.get("titles", {})
+            written.append(write_det_comparison(reports, titles, out / "det.png"))
     mar = _first(methods, "mad", "mar")
     if mar and (runs / mar / "log.jsonl").is_file():
         written.append(warmup_figure(runs / mar, out / "fig5_warmup.png"))

@@ -65,9 +65,12 @@ def equal_error_threshold(
     if bona_fide.all() or (~bona_fide).all():
         raise ValueError("an equal-error threshold needs bona fide and attack samples")
     candidates = torch.unique(scores)  # sorted ascending
-    attacks, genuine = int((~bona_fide).sum()), int(bona_fide.sum())
-    accepted = (scores[~bona_fide][None, :] >= candidates[:, None]).long().sum(1)
-    rejected = (scores[bona_fide][None, :] < candidates[:, None]).long().sum(1)
+    attack_scores = torch.sort(scores[~bona_fide]).values
+    genuine_scores = torch.sort(scores[bona_fide]).values
+    attacks, genuine = len(attack_scores), len(genuine_scores)
+    # by binary search (O(n log n)): searchsorted(left) counts the scores below t
+    accepted = attacks - torch.searchsorted(attack_scores, candidates, side="left")
+    rejected = torch.searchsorted(genuine_scores, candidates, side="left")
     # |APCER - BPCER| in exact integers: |accepted/attacks - rejected/genuine| * attacks * genuine
     gap = (accepted * genuine - rejected * attacks).abs()
     return float(candidates[int(gap.argmin())])  # argmin: the first (lowest) of tied minima

@@ -90,8 +90,7 @@ def threshold_at_apcer(
     attacks = int((~bona_fide).sum())
     if attacks == 0:
         raise ValueError("a threshold at a target APCER needs attack samples")
-    candidates = _candidates(s)
-    accepted = (s[~bona_fide][None, :] >= candidates[:, None]).sum(1)  # non-increasing
+    candidates, accepted, _ = _counts(s, bona_fide)  # accepted: non-increasing
     # APCER <= target  <=>  100 * accepted <= target * attacks (exact for integer percentages)
     ok = (100 * accepted).double() <= target_apcer * attacks
     return float(candidates[int(ok.nonzero()[0])])  # the last candidate accepts no attack
@@ -153,10 +152,9 @@ def det_curve(
 ) -> list[tuple[float, float, float]]:
     """``[(t, APCER(t), BPCER(t))]`` for every candidate t, ascending (APCER falls, BPCER rises)."""
     s, bona_fide = _scores_labels(scores, labels, bona_fide_class)
-    candidates = _candidates(s)
+    candidates, accepted_at, rejected_at = _counts(s, bona_fide)
     attacks, genuine = int((~bona_fide).sum()), int(bona_fide.sum())
-    accepted = (s[~bona_fide][None, :] >= candidates[:, None]).sum(1).tolist()
-    rejected = (s[bona_fide][None, :] < candidates[:, None]).sum(1).tolist()
+    accepted, rejected = accepted_at.tolist(), rejected_at.tolist()
     return [
         (float(t), _percent(a, attacks), _percent(r, genuine))
         for t, a, r in zip(candidates.tolist(), accepted, rejected, strict=True)
@@ -231,6 +229,28 @@ def _candidates(s: torch.Tensor) -> torch.Tensor:
     distinct = torch.unique(s)
     above = math.nextafter(float(distinct[-1]), math.inf) if len(distinct) else 0.0
     return torch.cat([distinct, torch.tensor([above], dtype=torch.float64)])
+
+
+def candidate_counts(
+    scores: ArrayLike, labels: ArrayLike, bona_fide_class: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
+    """(candidate thresholds ascending, attacks accepted at each, bona fide rejected at
+    each, number of attacks, number of bona fide samples)."""
+    s, bona_fide = _scores_labels(scores, labels, bona_fide_class)
+    candidates, accepted, rejected = _counts(s, bona_fide)
+    return candidates, accepted, rejected, int((~bona_fide).sum()), int(bona_fide.sum())
+
+
+def _counts(s: torch.Tensor, bona_fide: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The candidates, and at each the attacks with score >= t and the bona fide samples
+    with score < t, by binary search over the sorted scores (O(n log n), no n x n table)."""
+    candidates = _candidates(s)
+    attack_scores = torch.sort(s[~bona_fide]).values
+    genuine_scores = torch.sort(s[bona_fide]).values
+    # searchsorted(side="left") = how many scores are < t
+    accepted = len(attack_scores) - torch.searchsorted(attack_scores, candidates, side="left")
+    rejected = torch.searchsorted(genuine_scores, candidates, side="left")
+    return candidates, accepted, rejected
 
 
 def _percent(count: int, total: int) -> float:

@@ -10,6 +10,10 @@ error naming its file (a manifest row's file, with ``data.manifest.nonfinite=mis
 run's config: a missing modality of that row, as in training), and so is one file given for two
 modalities, or a file that cannot be read (empty, truncated, a folder: one line, never a
 traceback).
+
+Anti-spoofing (a checkpoint trained with ``data.bona_fide_class``): the prediction also
+holds the decision at the threshold of the combination it received
+(:mod:`mmanet.deployment_thresholds`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch
 
 from mmanet.data import InputReader, input_reader
 from mmanet.data.base import count_nonfinite, shared_file
+from mmanet.deployment_thresholds import bona_fide_class, combination_thresholds, decide
 from mmanet.engine.network import checkpoint_config, load_network
 from mmanet.errors import DataError
 from mmanet.models import UnifiedNetwork
@@ -84,31 +89,55 @@ def checkpoint_task(meta: Mapping[str, Any]) -> Task:
 
 @torch.no_grad()
 def predict_files(
-    checkpoint: str | Path, files: Mapping[str, str | Path], select: str | None = None
+    checkpoint: str | Path,
+    files: Mapping[str, str | Path],
+    select: str | None = None,
+    *,
+    thresholds: bool = True,
+    point: str | None = None,
 ) -> tuple[dict[str, Any], Task]:
     """The task's prediction (class probabilities, a label map) for one sample given as
-    ``{modality: file}``, and the task (which writes it)."""
+    ``{modality: file}``, and the task (which writes it). Anti-spoofing: also the decision
+    at the threshold of the combination given (``point``: which of its thresholds, default
+    the run's; ``thresholds=False``: no decision, nothing read from the validation split)."""
     model, meta = load_network(checkpoint, select=select)
     check_modalities(list(files), model)
     reader = input_reader(checkpoint_config(Path(meta["checkpoint"]), meta).data)
     inputs = read_inputs(files, model, reader)
     task = checkpoint_task(meta)
+    used = [name for name in model.modalities if name in files]
+    logits = model(inputs).logits[0]
     result: dict[str, Any] = {
-        "modalities_used": [name for name in model.modalities if name in files],
+        "modalities_used": used,
         "modalities_missing": [name for name in model.modalities if name not in files],
         "class_names": meta["class_names"],
-        **task.prediction(model(inputs).logits[0]),
+        **task.prediction(logits),
     }
+    if bona_fide_class(meta) is not None:
+        if thresholds:
+            table = combination_thresholds(model, meta)
+            assert table is not None
+            result.update(decide(logits.float().softmax(dim=0), "+".join(used), table, point))
+        else:
+            result["decision"] = None
+            result["decision_note"] = "no thresholds (--no-thresholds)"
     return result, task
 
 
 @torch.no_grad()
 def predict_manifest(
-    checkpoint: str | Path, manifest: Path, out: Path, select: str | None = None
+    checkpoint: str | Path,
+    manifest: Path,
+    out: Path,
+    select: str | None = None,
+    *,
+    thresholds: bool = True,
+    point: str | None = None,
 ) -> int:
     """One row of probabilities per manifest row (CSV: one path column per modality, paths
     relative to the manifest's folder; an empty cell is a missing modality); returns the
-    number of rows written."""
+    number of rows written. Anti-spoofing: also each row's threshold (that of the row's
+    combination) and decision, as :func:`predict_files`."""
     from mmanet.data.manifest import cell_path, read_records
     from mmanet.io import atomic_write_text
 
@@ -121,7 +150,9 @@ def predict_manifest(
     columns = [c for c in rows[0] if c in model.modalities]
     check_modalities(columns, model)
     names = meta["class_names"]
-    lines = [",".join(["row", "modalities", *names])]
+    table = combination_thresholds(model, meta) if thresholds else None
+    decided = ["threshold", "decision"] if table is not None else []
+    lines = [",".join(["row", "modalities", *names, *decided])]
     for index, row in enumerate(rows):
         where = f"{manifest}: line {index + 2}"
         named = {c: cell_path(manifest, row[c]) for c in columns}
@@ -143,6 +174,11 @@ def predict_manifest(
         if probabilities.ndim != 1:
             raise DataError("predict --manifest is for classification; give one sample's files")
         cells = [f"{p:.6f}" for p in probabilities.tolist()]
+        if table is not None:
+            combination = "+".join(name for name in model.modalities if name in inputs)
+            made = decide(probabilities, combination, table, point)
+            threshold = made["threshold"]
+            cells += ["" if threshold is None else repr(threshold), made["decision"] or ""]
         lines.append(",".join([str(index), "+".join(inputs), *cells]))
     atomic_write_text(out, "\n".join(lines) + "\n")
     return len(rows)

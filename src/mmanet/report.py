@@ -25,10 +25,25 @@ def aggregate(per_seed: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict
             values = [report["combinations"][name][metric] for report in per_seed]
             out[name][metric] = {
                 "mean": statistics.fmean(values),
-                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "std": sample_std(values),
                 "values": values,
             }
     return out
+
+
+def defined_mean(values: Sequence[float]) -> float:
+    """The mean of the values that are numbers (NaN: a combination that does not define
+    it); NaN when none is."""
+    defined = [v for v in values if not math.isnan(v)]
+    return statistics.fmean(defined) if defined else math.nan
+
+
+def sample_std(values: Sequence[float]) -> float:
+    """The sample standard deviation over seeds (0 for one value, NaN when one is NaN: a
+    number a combination does not define, e.g. a rise in confidence of a single modality)."""
+    if any(math.isnan(v) for v in values):
+        return math.nan
+    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def row_groups(combinations: Sequence[str], max_rows: int = 16) -> list[tuple[str, list[str]]]:
@@ -62,7 +77,8 @@ def comparison_table(
     lowest when ``lower_is_better``, as the task declares ``metric``, else the highest).
 
     ``results`` maps method -> combination -> metric -> {"values": one per seed, ...}
-    (see :func:`aggregate`); a grouped row's std is over the seeds' group means.
+    (see :func:`aggregate`); a grouped row's std is over the seeds' group means, each the
+    mean over the group's combinations that define the number (not NaN).
     """
     if titles is None:
         from mmanet.methods import method_titles
@@ -77,26 +93,58 @@ def comparison_table(
         means, stds = {}, {}
         for m in methods:
             per_seed = [
-                statistics.fmean(seed_values)
+                defined_mean(seed_values)
                 for seed_values in zip(
                     *(results[m][n][metric]["values"] for n in names), strict=True
                 )
             ]
             means[m] = statistics.fmean(per_seed)
-            stds[m] = statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0
+            stds[m] = sample_std(per_seed)
         finite = [v for v in means.values() if not math.isnan(v)]
         best = (min if lower_is_better else max)(finite) if finite else math.nan
         cells = []
         for m in methods:
             text = f"{means[m]:.2f}" + (f" ± {stds[m]:.2f}" if show_std else "")
-            if markdown and len(methods) > 1 and math.isclose(means[m], best, abs_tol=5e-3):
+            if math.isnan(means[m]):
+                text = "n/a"  # e.g. a number not defined for this row's combinations
+            elif markdown and len(methods) > 1 and math.isclose(means[m], best, abs_tol=5e-3):
                 text = f"**{text}**"
             cells.append(text)
         rows.append([label, *cells])
-    return _render(header, rows, markdown)
+    return render_table(header, rows, markdown)
 
 
-def _render(header: list[str], rows: list[list[str]], markdown: bool) -> str:
+def failure_table(
+    under_failure: Mapping[str, Any],
+    titles: Mapping[str, str],
+    *,
+    lower_is_better: bool,
+    markdown: bool = True,
+) -> str:
+    """Rows = failure settings (a shared p, or the given per-modality rates), columns =
+    methods: the expected metric given a decision (mean ± std over seeds, best in bold), and
+    the rate of no decision (every sensor failed)."""
+    rows_in = under_failure["rows"]
+    methods = list(rows_in[0]["methods"])
+    header = ["Each sensor fails with", *[titles.get(m, m) for m in methods], "No decision"]
+    rows = []
+    for row in rows_in:
+        stats = row["methods"]
+        means = {m: stats[m]["mean"] for m in methods}
+        finite = [v for v in means.values() if not math.isnan(v)]
+        best = (min if lower_is_better else max)(finite) if finite else math.nan
+        show_std = any(len(stats[m]["values"]) > 1 for m in methods)
+        cells = []
+        for m in methods:
+            text = f"{means[m]:.2f}" + (f" ± {stats[m]['std']:.2f}" if show_std else "")
+            if markdown and len(methods) > 1 and math.isclose(means[m], best, abs_tol=5e-3):
+                text = f"**{text}**"
+            cells.append(text)
+        rows.append([row["label"], *cells, f"{100 * row['no_decision']:.2f}"])
+    return render_table(header, rows, markdown)
+
+
+def render_table(header: list[str], rows: list[list[str]], markdown: bool) -> str:
     if markdown:
         lines = [
             "| " + " | ".join(header) + " |",
@@ -133,4 +181,4 @@ def metrics_table(report: Mapping[str, Any], metrics: Sequence[str], markdown: b
     average = f"Average ({len(combinations)} combinations)"
     rows.append([*row(average, report["average"]), *blank])
     header = ["Combination", *[m.upper() for m in metrics], *(["N"] if with_n else [])]
-    return _render(header, rows, markdown)
+    return render_table(header, rows, markdown)

@@ -75,6 +75,9 @@ def failure_sweep(
     return rows
 
 
+NO_DEGRADATION = 1e-9  # points: a reference degradation this small is none (float noise)
+
+
 @dataclass(frozen=True)
 class CorruptionErrors:
     """ImageNet-C summaries (Hendrycks & Dietterich, ICLR 2019); CE values in %."""
@@ -84,7 +87,8 @@ class CorruptionErrors:
     relative_ce: dict[
         str, float
     ]  # 100 * sum_s (E_{s,c} - E_clean) / sum_s (E^ref_{s,c} - E^ref_clean)
-    relative_mce: float  # mean over corruptions of the relative CE_c
+    # mean over the corruptions whose relative CE is defined (NaN when none is)
+    relative_mce: float
     mean_error: float  # unnormalised: mean of E_{s,c} over all corruptions and severities
 
 
@@ -99,7 +103,8 @@ def corruption_errors(
     ``errors``: ``{corruption: [error at severity 1, 2, ...]}`` (ImageNet-C has severities
     1..5); the reference table must have the same corruptions and the same number of
     severities. A relative CE whose reference degradation ``sum_s (E^ref_{s,c} -
-    E^ref_clean)`` is not positive is undefined and reported as NaN.
+    E^ref_clean)`` is not positive (at most :data:`NO_DEGRADATION` points: float noise of a
+    reference the corruption does not change) is undefined and reported as NaN.
     """
     if not errors:
         raise ValueError("corruption_errors needs at least one corruption")
@@ -123,7 +128,7 @@ def corruption_errors(
         degradation = sum(e - reference_clean_error for e in reference)
         relative[corruption] = (
             100.0 * sum(e - clean_error for e in row) / degradation
-            if degradation > 0
+            if degradation > NO_DEGRADATION
             else float("nan")
         )
         all_errors.extend(row)
@@ -131,9 +136,14 @@ def corruption_errors(
         ce=ce,
         mce=sum(ce.values()) / len(ce),
         relative_ce=relative,
-        relative_mce=sum(relative.values()) / len(relative),
+        relative_mce=_defined_mean(list(relative.values())),
         mean_error=sum(all_errors) / len(all_errors),
     )
+
+
+def _defined_mean(values: list[float]) -> float:
+    defined = [v for v in values if not math.isnan(v)]
+    return sum(defined) / len(defined) if defined else math.nan
 
 
 def parse_failure_rates(text: str) -> dict[str, float]:
@@ -168,6 +178,66 @@ def expected_report(
         "no_decision": next(iter(values.values())).p_empty if values else math.nan,
         "expected": {m: value.expected for m, value in values.items()},
     }
+
+
+SHARED_RATES = (0.1, 0.2, 0.3, 0.5)  # the shared failure rates a comparison tabulates
+
+
+def expected_over_seeds(
+    results: Mapping[str, Mapping[str, Mapping[str, object]]],
+    modalities: Modalities | Sequence[str],
+    failure_rates: Mapping[str, float],
+    metric: str,
+) -> dict[str, object]:
+    """One method's expected ``metric`` under ``failure_rates``, per seed and its mean and
+    std over the seeds: ``results`` is a comparison's ``methods[<method>]`` (combination ->
+    metric -> ``{"values": one per seed}``, :func:`mmanet.report.aggregate`)."""
+    import statistics
+
+    from mmanet.report import sample_std
+
+    seeds = len(next(iter(results.values()))[metric]["values"])  # type: ignore[arg-type]
+    values = [
+        expected_score(
+            failure_rates,
+            {name: row[metric]["values"][seed] for name, row in results.items()},  # type: ignore[index]
+            modalities,
+        ).expected
+        for seed in range(seeds)
+    ]
+    return {
+        "mean": statistics.fmean(values),
+        "std": sample_std(values),
+        "values": values,
+    }
+
+
+def comparison_under_failure(
+    methods: Mapping[str, Mapping[str, Mapping[str, Mapping[str, object]]]],
+    modalities: Modalities | Sequence[str],
+    metric: str,
+    failure_rates: Mapping[str, float] | None = None,
+    shared: Sequence[float] = SHARED_RATES,
+) -> dict[str, object]:
+    """What a comparison records under ``under_failure``: each method's expected ``metric``
+    (mean, std, per seed) at every shared rate of ``shared`` (each sensor failing with the
+    same p) and, when given, at the per-modality ``failure_rates``."""
+    mods = _modalities(modalities)
+    if failure_rates is not None:
+        _failure_rates(failure_rates, mods)  # a bad rate is an error before anything else
+    settings = [({name: p for name in mods.names}, f"p={p:g}") for p in shared]
+    if failure_rates is not None:
+        settings.append(
+            (dict(failure_rates), ", ".join(f"{m}={p:g}" for m, p in failure_rates.items()))
+        )
+    rows = []
+    for rates, label in settings:
+        _, p_empty = combination_probabilities(rates, mods)
+        per_method = {m: expected_over_seeds(r, mods, rates, metric) for m, r in methods.items()}
+        rows.append(
+            {"label": label, "failure_rates": rates, "no_decision": p_empty, "methods": per_method}
+        )
+    return {"metric": metric, "rows": rows}
 
 
 def _modalities(modalities: Modalities | Sequence[str]) -> Modalities:

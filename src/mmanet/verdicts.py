@@ -45,7 +45,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from mmanet.report import _render, row_groups
+from mmanet.report import render_table, row_groups
 
 CONFIDENCE = 0.95
 ROUNDING = 9  # decimals of the differences the Wilcoxon test ranks
@@ -287,7 +287,7 @@ def verdict_table(
     tests = [summary["methods"][m]["wilcoxon"] for m in methods]
     label = "Wilcoxon, seeds × combinations"
     rows.append([label, *[f"p = {t['p_value']:.2g} (n {t['n']}) {t['verdict']}" for t in tests]])
-    return _render(header, rows, markdown)
+    return render_table(header, rows, markdown)
 
 
 def verdict_section(

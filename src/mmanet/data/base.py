@@ -55,6 +55,12 @@ class DataBundle:
     # files read as a missing modality of their sample (they hold NaN or inf, with
     # data.nonfinite=missing), in manifest order; the run's summary counts them
     nonfinite_files: list[DroppedFile] = field(default_factory=list)
+    # image modalities: per modality the per-channel affine ((scale, ...), (offset, ...))
+    # that maps an input tensor to its [0, 1] image, x01 = x * scale + offset (the image
+    # corruptions of mmanet.corruptions need it); a modality not listed is not an image
+    pixel_ranges: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = field(
+        default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         for index, name in enumerate(self.modalities):

@@ -32,7 +32,9 @@ pairs (seen, unseen) AF-CA, AF-EA, CA-AF, CA-EA, EA-AF, EA-CA):
 Labels: the PAI field decides, mapped explicitly by ``PAI_TO_CLASS`` to the classes of every
 face dataset (:mod:`mmanet.data.face`: 1 = bona fide, 0 = attack; ``class_names ==
 ["attack", "bona fide"]``). The dataset's own code labels real faces 0 and attacks 1; we do
-not.
+not. Each attack sample also keeps its instrument as its attack type (``PAI_NAMES``: cloth,
+photo, screen; ``FaceRecord.attack_type``, the dataset's ``attack_types``), for the worst
+attack type's APCER in evaluation.
 
 Every frame of a video is a sample (``data.cefa.frames_per_video`` takes that many, evenly
 strided from the first). Images, augmentation and the handling of bad input
@@ -70,6 +72,7 @@ MODALITY_FOLDERS = {"rgb": "profile", "depth": "depth", "ir": "ir"}
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 REAL, CLOTH, PHOTO, SCREEN = 1, 2, 3, 4  # PAI codes, the last field of a video name
 PAI_TO_CLASS = {REAL: BONA_FIDE, CLOTH: ATTACK, PHOTO: ATTACK, SCREEN: ATTACK}
+PAI_NAMES = {CLOTH: "cloth", PHOTO: "photo", SCREEN: "screen"}  # attack types (the worst's APCER)
 DEVICES = (1, 3)  # rssdk, bag
 SESSIONS = (1, 2)  # indoor, outdoor
 SUBJECTS = {"train": range(0, 200), "val": range(200, 300), "test": range(300, 500)}
@@ -211,7 +214,7 @@ def load_cefa(
                     skipped.append(missing)
                 for frame in frames:
                     paths = {m: video_dir / MODALITY_FOLDERS[m] / frame for m in names}
-                    records.append(FaceRecord(paths, PAI_TO_CLASS[pai], origin))
+                    records.append(FaceRecord(paths, PAI_TO_CLASS[pai], origin, PAI_NAMES.get(pai)))
         kept, left_out = check_images(records, skip_unreadable)
         splits[split] = kept
         skipped += left_out

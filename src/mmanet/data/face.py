@@ -44,6 +44,7 @@ class FaceRecord:
     paths: dict[str, Path]
     label: int
     origin: str  # e.g. "<root>/train_list.txt, line 12"; prefixes load-time errors
+    attack_type: str | None = None  # an attack's instrument (CeFA: "cloth", ...); None: unknown
 
 
 class FaceDataset(Dataset):
@@ -52,6 +53,9 @@ class FaceDataset(Dataset):
     def __init__(self, records: list[FaceRecord], transform: MultimodalTransform) -> None:
         self.records, self.transform = records, transform
         self.labels = [record.label for record in records]
+        # each sample's attack type (None for bona fide) when the lists name them, else None
+        typed = any(record.attack_type is not None for record in records)
+        self.attack_types = [record.attack_type for record in records] if typed else None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -128,6 +132,8 @@ def face_bundle(
         class_names=list(CLASS_NAMES),
         train_eval=FaceDataset(splits["train"], eval_transform),
         skipped=skipped,
+        # (x - 127.5) / 128 of 8-bit images: x01 = x * 128/255 + 127.5/255
+        pixel_ranges={name: ((128 / 255,) * 3, (127.5 / 255,) * 3) for name in modalities},
     )
 
 

@@ -321,6 +321,8 @@ def segmentation_bundle(
         train_eval=dataset("train", eval_transform),
         task="segmentation",
         ignore_index=IGNORE_INDEX,
+        # rgb is (x/255 - mean) / std per channel: x01 = x * std + mean (depth: no image)
+        pixel_ranges={"rgb": (IMAGENET_STD, IMAGENET_MEAN)} if "rgb" in modalities else {},
     )
 
 

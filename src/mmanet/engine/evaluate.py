@@ -7,7 +7,7 @@ loops over the model (:class:`ModelPasses`), so the tasks never import the engin
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ from mmanet.engine import distributed
 from mmanet.engine.loader import make_loader
 from mmanet.metrics import summarize
 from mmanet.modality import Mask
+from mmanet.tasks.base import Evaluated
 
 if TYPE_CHECKING:
     from mmanet.data import DataBundle
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
 
 
 AS_AVAILABLE = "as available"  # the report row in which each sample uses all it has
+# what a pass may apply to each batch's inputs before the encoders (e.g. a corruption,
+# mmanet.corruption_eval): (the batch's modality tensors, the batch index) -> the inputs
+Corrupt = Callable[[dict[str, torch.Tensor], int], dict[str, torch.Tensor]]
 
 
 def _eligible(masks: torch.Tensor, available: torch.Tensor | None) -> torch.Tensor | None:
@@ -63,12 +67,15 @@ def combination_counts(
     masks: Sequence[Mask | None],
     task: Task,
     device: torch.device | str = "cpu",
+    *,
+    corrupt: Corrupt | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(c, k, k) confusion matrices, one per mask, of what the task counts (samples, or
     labelled pixels), and (c,) how many samples each was counted over; each encoder runs
     once per batch. A mask counts only the samples that have all its modalities; ``None``
     stands for each sample's own modalities ("as available"). Under data parallelism every
-    process passes the loader of its own shard and gets the sums over all processes."""
+    process passes the loader of its own shard and gets the sums over all processes.
+    ``corrupt``: applied to each batch's inputs (and its index) before the encoders."""
     was_training = model.training
     model.eval()
     concrete = [mask for mask in masks if mask is not None]
@@ -76,9 +83,11 @@ def combination_counts(
     k = task.num_classes
     total = torch.zeros(len(masks), k, k, dtype=torch.long, device=device)
     samples = torch.zeros(len(masks), dtype=torch.long, device=device)
-    for inputs, labels in loader:
+    for batch, (inputs, labels) in enumerate(loader):
         inputs = {name: v.to(device, non_blocking=True) for name, v in inputs.items()}
         available = inputs.pop(AVAILABLE_KEY, None)
+        if corrupt is not None:
+            inputs = corrupt(inputs, batch)
         labels = labels.to(device, non_blocking=True)
         outputs = _each_mask(model, model.encode(inputs), masks, mask_tensor, available)
         for i, (logits, keep) in enumerate(outputs):
@@ -108,19 +117,23 @@ def combination_scores(
     loader: DataLoader,
     masks: Sequence[Mask | None],
     device: torch.device | str = "cpu",
+    *,
+    corrupt: Corrupt | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Class probabilities (c, n, k) for every mask (``None``: each sample's own
     modalities), the labels (n,) and which samples have every modality of each mask
     (c, n); one encoder pass (under data parallelism: every process's shard,
-    concatenated)."""
+    concatenated). ``corrupt``: as :func:`combination_counts`'s."""
     was_training = model.training
     model.eval()
     concrete = [mask for mask in masks if mask is not None]
     mask_tensor = torch.tensor(concrete, dtype=torch.float32, device=device)
     scores, labels, eligible = [], [], []
-    for inputs, batch_labels in loader:
+    for batch, (inputs, batch_labels) in enumerate(loader):
         inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
         available = inputs.pop(AVAILABLE_KEY, None)
+        if corrupt is not None:
+            inputs = corrupt(inputs, batch)
         outputs = list(_each_mask(model, model.encode(inputs), masks, mask_tensor, available))
         every = torch.ones(len(batch_labels), dtype=torch.bool)
         scores.append(torch.stack([logits for logits, _ in outputs]).float().softmax(dim=2).cpu())
@@ -135,20 +148,25 @@ def combination_scores(
 @dataclass(frozen=True)
 class ModelPasses:
     """The engine's loops over ``model`` on ``device``, as a task's ``evaluate`` asks for
-    them (:class:`mmanet.tasks.base.Passes`)."""
+    them (:class:`mmanet.tasks.base.Passes`). ``corrupt``: applied to every batch's
+    inputs before the encoders (None: the inputs as loaded)."""
 
     model: UnifiedNetwork
     device: torch.device | str = "cpu"
+    corrupt: Corrupt | None = None
+    names: tuple[str, ...] = ()  # the report's name of each mask evaluated (when known)
 
     def counts(
         self, loader: DataLoader, masks: Sequence[Mask | None], task: Task
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return combination_counts(self.model, loader, masks, task, self.device)
+        return combination_counts(
+            self.model, loader, masks, task, self.device, corrupt=self.corrupt
+        )
 
     def scores(
         self, loader: DataLoader, masks: Sequence[Mask | None]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return combination_scores(self.model, loader, masks, self.device)
+        return combination_scores(self.model, loader, masks, self.device, corrupt=self.corrupt)
 
 
 def evaluate_split(
@@ -178,8 +196,13 @@ def evaluate_split(
     if incomplete:  # a row in which each sample uses every modality it has
         masks.append(None)
         names.append(AS_AVAILABLE)
-    passes = ModelPasses(model, device)
-    results = task.evaluate(passes, loader(dataset), masks, loader(data.val))
+    passes = ModelPasses(model, device, names=tuple(names))
+    target = loader(dataset)
+    calibration = target if dataset is data.val else loader(data.val)  # the same: one pass
+    results = task.evaluate(passes, target, masks, calibration)
+    sections: dict[str, Any] = {}
+    if isinstance(results, Evaluated):
+        results, sections = results.per_mask, results.sections
     per_combination = dict(zip(names, results, strict=True))
     as_available = per_combination.pop(AS_AVAILABLE, None)
     report = {
@@ -189,11 +212,16 @@ def evaluate_split(
     }
     if as_available is not None:
         report[AS_AVAILABLE] = as_available
+    for key, section in sections.items():
+        if key in report:
+            raise ValueError(f"{type(task).__name__}.evaluate: section {key!r} is a report key")
+        report[key] = section
     return report
 
 
 __all__ = [
     "AS_AVAILABLE",
+    "Corrupt",
     "ModelPasses",
     "combination_confusions",
     "combination_counts",

@@ -9,6 +9,7 @@ The step waits for the device once, after the backward pass (the finiteness chec
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -98,6 +99,10 @@ def training_samples(config: Config, data: DataBundle) -> Dataset:
     return data.train if bool(keep.all()) else Subset(data.train, keep.nonzero().flatten().tolist())
 
 
+# (inputs, epoch, step) -> corrupted inputs: training-time corruption (data.corrupt)
+TrainingCorrupt = Callable[[dict[str, torch.Tensor], int, int], dict[str, torch.Tensor]]
+
+
 class TrainingStep:
     """The optimizer, its schedule and the masks of one run's steps.
 
@@ -129,6 +134,8 @@ class TrainingStep:
             raise ConfigError(f"method.mask_probabilities: {err}") from None
         self.fixed_mask = torch.tensor(fixed_mask(config, modalities), dtype=torch.float32)[None]
         self.dropout_from = dropout_start(config)
+        # (inputs, epoch, step) -> inputs: training-time corruption (data.corrupt), or None
+        self.corrupt: TrainingCorrupt | None = None
         self.optimizer = build_optimizer(self.model, config.optim)
         self.scheduler = build_scheduler(self.optimizer, config.optim, steps_per_epoch)
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
@@ -170,6 +177,8 @@ class TrainingStep:
                 inputs = {k: inputs[k] for k, bit in zip(self.names, present, strict=True) if bit}
             if available is not None:  # each sample with what it has of the fixed mask
                 host_mask = host_mask * available
+        if self.corrupt is not None:
+            inputs = self.corrupt(inputs, epoch, step)
         reg_rows = None
         if omega is not None:  # indices of the samples whose mask is in Ω
             reg_rows = self.to_device(omega[mask_codes(host_mask)].nonzero().flatten())

@@ -120,6 +120,10 @@ class Trainer:
         self.step = TrainingStep(
             config, self.objective, modalities, self.device, len(self.train_loader)
         )
+        if config.data.corrupt:  # training-time corruption (docs/evaluation.md)
+            from mmanet.corruption_eval import training_corruption
+
+            self.step.corrupt = training_corruption(self.data, config.data, config.seed)
         # Ω: the regularizer's, or the one a loss term asks for (DMRNet's mined hard set)
         self.mining = Mining(method, modalities) if omega_source(method) != "none" else None
         self.advisor = Advisor(method, distributed.is_main())  # the run's warnings

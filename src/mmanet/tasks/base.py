@@ -16,6 +16,7 @@ The model is run over a split by the engine (:mod:`mmanet.engine.evaluate`), whi
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
@@ -56,6 +57,16 @@ class Passes(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Evaluated:
+    """What :meth:`Task.evaluate` may return instead of a plain list: the per-mask metrics
+    and report-level sections computed in the same pass (e.g. ``"calibration"``), which
+    :func:`mmanet.engine.evaluate.evaluate_split` adds to the report under their keys."""
+
+    per_mask: list[dict[str, Any]]
+    sections: dict[str, Any] = field(default_factory=dict)
+
+
 class Task:
     """The base of every task: a cross-entropy task over ``class_names``.
 
@@ -70,6 +81,9 @@ class Task:
     # is better, "max": higher), e.g. {"error": "min", "accuracy": "max"}
     metrics: ClassVar[Mapping[str, Direction]] = {}
     default_metric: ClassVar[str] = ""  # what a comparison ranks by (one of the metrics)
+    # further per-combination numbers a comparison tabulates when its runs report them
+    # (calibration, operating points), each with its better side
+    secondary_metrics: ClassVar[Mapping[str, Direction]] = {}
     # what distillation compares with method.distill_features=auto: "head" (the head's
     # representation) or "fused" (the fusion output's map)
     distill_features: ClassVar[str] = "head"
@@ -172,10 +186,11 @@ class Task:
         loader: DataLoader,
         masks: Sequence[Mask | None],
         calibration: DataLoader | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[dict[str, Any]] | Evaluated:
         """The metrics of each mask (``None``: each sample's own modalities) over the samples
         that have its modalities, with their number ``n``; one encoder pass per batch
-        (``passes``: the engine's loops over the model; ``calibration``: the val split)."""
+        (``passes``: the engine's loops over the model; ``calibration``: the val split).
+        A task may return :class:`Evaluated` to add report-level sections."""
         confusions, samples = passes.counts(loader, masks, self)
         return [
             {**self.metrics_from_confusion(confusion), "n": int(count)}
@@ -248,6 +263,7 @@ def build_task(data: DataBundle, config: Config) -> Task:
 __all__ = [
     "DIRECTIONS",
     "Direction",
+    "Evaluated",
     "Passes",
     "Task",
     "build_task",

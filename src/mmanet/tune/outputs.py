@@ -76,7 +76,7 @@ def finish(study: Any, problem: Study, key: str, direction: str) -> dict[str, An
     """Write ``trials.csv``, ``best.yaml`` and ``search.png``; print the best trials."""
     from optuna.trial import TrialState
 
-    from mmanet.report import _render
+    from mmanet.report import render_table
 
     out = problem.out
     write_trials(study, out / "trials.csv")
@@ -103,7 +103,7 @@ def finish(study: Any, problem: Study, key: str, direction: str) -> dict[str, An
              *[_short(t.params.get(n, "")) for n in names]]
             for t in ranked
         ]  # fmt: skip
-        print(_render(header, rows, markdown=False))
+        print(render_table(header, rows, markdown=False))
     if importances:
         print("importance: " + ", ".join(f"{k} {v:.2f}" for k, v in importances.items()))
     written = ["trials.csv", "search.png", *(["best.yaml"] if best else [])]
