@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.size is not None:
         options["size"] = args.size
     if args.count is not None:
-        options["n_per_split" if args.dataset == "casia_surf" else "subjects_per_split"] = args.count
+        key = "n_per_split" if args.dataset == "casia_surf" else "subjects_per_split"
+        options[key] = args.count
     root = WRITERS[args.dataset](args.out_dir, **options)
     print(f"wrote a tiny {args.dataset} dataset to {root}")
 

@@ -21,6 +21,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
         "bench_pixel_mad.py",
         "bench_teacher.py",
         "bench_startup.py",
+        "bench_evaluation_extras.py",
     ],
 )
 def test_benchmark_quick_run_prints_ratios(script):

@@ -495,3 +495,18 @@ def test_attack_types_are_gathered_in_the_order_of_the_scores(tmp_path):
     for rank in range(2):
         got, expected = json.loads((tmp_path / f"{rank}.json").read_text())
         assert got == expected
+
+
+def test_a_comparisons_det_figure_has_a_panel_per_combination(tmp_path):
+    from mmanet.spoofing_report import det_points, write_det_comparison
+
+    scores = torch.tensor([0.1, 0.4, 0.35, 0.8, 0.9, 0.2])
+    labels = torch.tensor([0, 0, 1, 1, 1, 0])
+    curve = {"points": det_points(scores, labels, 1), "marked": {"val_eer": [33.3, 0.0]}}
+    reports = {m: {"det": {"rgb": curve, "rgb+depth": curve}} for m in ("sf_md", "mmanet")}
+    path = write_det_comparison(reports, {"sf_md": "SF-MD"}, tmp_path / "det.png")
+    from PIL import Image
+
+    with Image.open(path) as image:
+        width, height = image.size
+    assert width > height  # two panels side by side
