@@ -490,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--corrupt",
         action="append",
-        metavar="SPEC",
+        metavar="CORRUPTION",
         help="also evaluate under corrupted inputs: name[:severity][@modality], or all "
         "(repeatable; e.g. gaussian_noise@rgb, holes:3@depth; docs/evaluation.md)",
     )
@@ -561,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--corrupt",
         action="append",
-        metavar="SPEC",
+        metavar="CORRUPTION",
         help="also evaluate every run under this corruption, name[:severity][@modality] or "
         "all (repeatable; docs/evaluation.md#corrupted-inputs): CE and mCE against the baseline",
     )

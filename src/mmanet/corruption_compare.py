@@ -20,14 +20,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from mmanet.data import DataBundle
 from mmanet.io import atomic_write_json
-from mmanet.report import render_table, sample_std
+from mmanet.report import render_table, seed_stats
 
 
 def run_section(
@@ -43,18 +42,19 @@ def run_section(
     from mmanet.config import build_config
     from mmanet.corruption_eval import evaluate_corruptions
     from mmanet.engine import load_network, resolve_device
+    from mmanet.engine.checkpoint import resolve_checkpoint
     from mmanet.engine.results import EVALUATIONS
     from mmanet.tasks import build_task
 
     digest = hashlib.sha256(json.dumps([list(specs), seed]).encode()).hexdigest()[:8]
     path = run_dir / EVALUATIONS / f"corruptions-{split}-{digest}.json"
-    config = build_config(run_dir / "config.yaml")
-    model, meta = load_network(run_dir, modalities=data.modalities, model=config.model)
-    checkpoint = str(meta["checkpoint"])
+    checkpoint = str(resolve_checkpoint(run_dir))  # the network is loaded only when needed
     if path.is_file():
         kept = json.loads(path.read_text())
         if kept.get("checkpoint") == checkpoint:
             return kept
+    config = build_config(run_dir / "config.yaml")
+    model, _ = load_network(checkpoint, modalities=data.modalities, model=config.model)
     device = resolve_device(config.device)
     task = build_task(data, config).to(device)
     section = evaluate_corruptions(
@@ -72,10 +72,6 @@ def run_section(
     section["checkpoint"] = checkpoint
     atomic_write_json(path, section)
     return section
-
-
-def _stats(values: Sequence[float]) -> dict[str, Any]:
-    return {"mean": statistics.fmean(values), "std": sample_std(values), "values": list(values)}
 
 
 def summarize_corruptions(
@@ -108,18 +104,20 @@ def summarize_corruptions(
             mce.append(result.mce)
             relative_mce.append(result.relative_mce)
         methods[method] = {
-            "clean_error": _stats([s["clean_error"] for s in per_seed]),
+            "clean_error": seed_stats([s["clean_error"] for s in per_seed]),
             "errors": {
                 label: {
-                    severity: _stats([s["summary"][label]["errors"][severity] for s in per_seed])
+                    severity: seed_stats(
+                        [s["summary"][label]["errors"][severity] for s in per_seed]
+                    )
                     for severity in severities[label]
                 }
                 for label in labels
             },
-            "ce": {label: _stats(values) for label, values in ce.items()},
-            "relative_ce": {label: _stats(values) for label, values in relative.items()},
-            "mce": _stats(mce),
-            "relative_mce": _stats(relative_mce),
+            "ce": {label: seed_stats(values) for label, values in ce.items()},
+            "relative_ce": {label: seed_stats(values) for label, values in relative.items()},
+            "mce": seed_stats(mce),
+            "relative_mce": seed_stats(relative_mce),
         }
     for method, result in methods.items():
         result["verdicts"] = _verdicts(result) if method != reference else None

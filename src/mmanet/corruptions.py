@@ -213,7 +213,7 @@ IMAGENET_C = "ImageNet-C (Hendrycks & Dietterich, ICLR 2019), ImageNet parameter
 GAUSSIAN_NOISE = (0.08, 0.12, 0.18, 0.26, 0.38)  # σ
 SHOT_NOISE = (60.0, 25.0, 12.0, 5.0, 3.0)  # photons per unit intensity
 IMPULSE_NOISE = (0.03, 0.06, 0.09, 0.17, 0.27)  # salt-and-pepper fraction
-SPECKLE_NOISE = (0.15, 0.2, 0.35, 0.45, 0.6)  # σ of the multiplicative noise
+MULTIPLICATIVE_NOISE = (0.15, 0.2, 0.35, 0.45, 0.6)  # speckle_noise: σ of x · N(0, σ²)
 GAUSSIAN_BLUR = (1.0, 2.0, 3.0, 4.0, 6.0)  # σ in pixels
 DEFOCUS_BLUR = ((3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5))  # disk radius, alias σ
 BRIGHTNESS = (0.1, 0.2, 0.3, 0.4, 0.5)  # added to HSV value
@@ -261,14 +261,16 @@ def impulse_noise(
     return torch.where(flipped & ~salted, torch.zeros_like(x), out)
 
 
-@register_corruption("speckle_noise", image=True, parameters=SPECKLE_NOISE, source=IMAGENET_C)
+@register_corruption(
+    "speckle_noise", image=True, parameters=MULTIPLICATIVE_NOISE, source=IMAGENET_C
+)
 def speckle_noise(
     x: torch.Tensor, severity: int, generator: torch.Generator, domain: Domain
 ) -> torch.Tensor:
     """x + x · N(0, σ²) per value."""
     if severity == 0:
         return x
-    sigma = float(_level(SPECKLE_NOISE, severity))  # type: ignore[arg-type]
+    sigma = float(_level(MULTIPLICATIVE_NOISE, severity))  # type: ignore[arg-type]
     return (x + x * sigma * _normal(x.shape, generator, x)).clamp(0, 1)
 
 

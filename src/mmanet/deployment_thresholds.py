@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -114,8 +115,7 @@ def _validation_thresholds(
     from mmanet.engine.evaluate import combination_scores
     from mmanet.engine.loader import make_loader
     from mmanet.errors import ConfigError
-    from mmanet.operating_points import eer_threshold, threshold_at_apcer
-    from mmanet.spoofing_report import TARGETS
+    from mmanet.spoofing_report import validation_thresholds
 
     try:
         data = build_data(config.data)
@@ -132,13 +132,11 @@ def _validation_thresholds(
     combinations = {}
     for i, mask in enumerate(masks):
         s, y = scores[i, eligible[i], bona_fide], labels[eligible[i]]
-        attacks = int((y != bona_fide).sum())
-        genuine = len(y) - attacks
+        # null (JSON) where the validation samples lack a class the point needs
         entry: dict[str, Any] = {
-            "val_eer": eer_threshold(s, y, bona_fide) if attacks and genuine else None
+            point: None if math.isnan(threshold) else threshold
+            for point, threshold in validation_thresholds(s, y, bona_fide).items()
         }
-        for key, target in TARGETS.items():
-            entry[key] = threshold_at_apcer(s, y, bona_fide, target) if attacks else None
         entry["n"] = len(y)
         combinations[model.modalities.mask_name(mask)] = entry
     fixed = config.threshold != "val_eer"

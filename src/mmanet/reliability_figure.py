@@ -20,8 +20,8 @@ from typing import Any
 
 from mmanet.calibration import ReliabilityBin, ece_of_bins
 from mmanet.report import render_table, row_groups
+from mmanet.tasks.base import AS_AVAILABLE
 
-AS_AVAILABLE = "as available"  # the report row of each sample's own modalities
 MAX_PANELS = 16  # more combinations than this: the full one, the singles, the rest pooled
 
 

@@ -23,12 +23,14 @@ def aggregate(per_seed: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict
             if not isinstance(first, (int, float)):
                 continue  # e.g. per-class IoU lists stay in each run's own report
             values = [report["combinations"][name][metric] for report in per_seed]
-            out[name][metric] = {
-                "mean": statistics.fmean(values),
-                "std": sample_std(values),
-                "values": values,
-            }
+            out[name][metric] = seed_stats(values)
     return out
+
+
+def seed_stats(values: Sequence[float]) -> dict[str, Any]:
+    """``{"mean", "std", "values"}`` of one number over the seeds (:func:`sample_std`)."""
+    values = list(values)
+    return {"mean": statistics.fmean(values), "std": sample_std(values), "values": values}
 
 
 def defined_mean(values: Sequence[float]) -> float:

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from mmanet.modality import Mask, Modalities
+from mmanet.report import defined_mean, seed_stats
 
 
 @dataclass(frozen=True)
@@ -136,14 +137,9 @@ def corruption_errors(
         ce=ce,
         mce=sum(ce.values()) / len(ce),
         relative_ce=relative,
-        relative_mce=_defined_mean(list(relative.values())),
+        relative_mce=defined_mean(list(relative.values())),
         mean_error=sum(all_errors) / len(all_errors),
     )
-
-
-def _defined_mean(values: list[float]) -> float:
-    defined = [v for v in values if not math.isnan(v)]
-    return sum(defined) / len(defined) if defined else math.nan
 
 
 def parse_failure_rates(text: str) -> dict[str, float]:
@@ -192,10 +188,6 @@ def expected_over_seeds(
     """One method's expected ``metric`` under ``failure_rates``, per seed and its mean and
     std over the seeds: ``results`` is a comparison's ``methods[<method>]`` (combination ->
     metric -> ``{"values": one per seed}``, :func:`mmanet.report.aggregate`)."""
-    import statistics
-
-    from mmanet.report import sample_std
-
     seeds = len(next(iter(results.values()))[metric]["values"])  # type: ignore[arg-type]
     values = [
         expected_score(
@@ -205,11 +197,7 @@ def expected_over_seeds(
         ).expected
         for seed in range(seeds)
     ]
-    return {
-        "mean": statistics.fmean(values),
-        "std": sample_std(values),
-        "values": values,
-    }
+    return seed_stats(values)
 
 
 def comparison_under_failure(

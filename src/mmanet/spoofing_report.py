@@ -17,7 +17,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mmanet.operating_points import ArrayLike, candidate_counts
+from mmanet.tasks.base import AS_AVAILABLE
 
 # the operating points set on validation: the EER and two target APCERs (in %)
 TARGETS = {"apcer_5": 5.0, "apcer_1": 1.0}
@@ -28,11 +31,18 @@ SECTION = "operating_points"  # the report section of the thresholds and the glo
 DET_SECTION = "det"  # the report section of the DET points per combination
 
 
+def _class_counts(labels: ArrayLike, bona_fide_class: int) -> tuple[int, int]:
+    """(attacks, bona fide samples) among ``labels``."""
+    flat = torch.as_tensor(labels).reshape(-1)
+    genuine = int((flat == bona_fide_class).sum())
+    return len(flat) - genuine, genuine
+
+
 def fast_eer_threshold(scores: ArrayLike, labels: ArrayLike, bona_fide_class: int) -> float:
     """:func:`~mmanet.operating_points.eer_threshold`, NaN without both classes."""
     from mmanet.operating_points import eer_threshold
 
-    _, _, _, attacks, genuine = candidate_counts(scores, labels, bona_fide_class)
+    attacks, genuine = _class_counts(labels, bona_fide_class)
     return eer_threshold(scores, labels, bona_fide_class) if attacks and genuine else math.nan
 
 
@@ -42,10 +52,24 @@ def fast_threshold_at_apcer(
     """:func:`~mmanet.operating_points.threshold_at_apcer`, NaN without attacks."""
     from mmanet.operating_points import threshold_at_apcer
 
-    _, _, _, attacks, _ = candidate_counts(scores, labels, bona_fide_class)
+    attacks, _ = _class_counts(labels, bona_fide_class)
     if not attacks:
         return math.nan
     return threshold_at_apcer(scores, labels, bona_fide_class, target_apcer)
+
+
+def validation_thresholds(
+    scores: ArrayLike, labels: ArrayLike, bona_fide_class: int
+) -> dict[str, float]:
+    """``{"val_eer": t, "apcer_5": t, "apcer_1": t}`` set on validation scores
+    (:data:`POINTS`; NaN where the split lacks a class the point needs)."""
+    return {
+        "val_eer": fast_eer_threshold(scores, labels, bona_fide_class),
+        **{
+            key: fast_threshold_at_apcer(scores, labels, bona_fide_class, target)
+            for key, target in TARGETS.items()
+        },
+    }
 
 
 def det_points(
@@ -97,10 +121,10 @@ def operating_points_table(report: Mapping[str, Any]) -> str:
 
     section = report[SECTION]
     combinations = report["combinations"]
-    as_available = report.get("as available")
+    as_available = report.get(AS_AVAILABLE)
     rows_in = dict(combinations)
     if as_available is not None:
-        rows_in["as available"] = as_available
+        rows_in[AS_AVAILABLE] = as_available
     typed = any("worst_attack_apcer" in values for values in rows_in.values())
     counts = {values.get("n") for values in combinations.values()}
     with_n = as_available is not None or len(counts) > 1
@@ -128,7 +152,7 @@ def operating_points_table(report: Mapping[str, Any]) -> str:
     one_class = 0
     for name, values in rows_in.items():
         flag = ONE_CLASS_FLAGS.get(values.get("one_class") or "", "")
-        one_class += bool(flag) and name != "as available"
+        one_class += bool(flag) and name != AS_AVAILABLE
         rows.append(row(name, values, flag))
     average_flag = f"{one_class} one-class" if one_class else ""
     rows.append(row("Single-modality average", report["single_average"], average_flag))
@@ -268,6 +292,7 @@ __all__ = [
     "fast_threshold_at_apcer",
     "operating_points_table",
     "threshold_header",
+    "validation_thresholds",
     "write_det_comparison",
     "write_det_figure",
 ]

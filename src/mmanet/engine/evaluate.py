@@ -19,7 +19,7 @@ from mmanet.engine import distributed
 from mmanet.engine.loader import make_loader
 from mmanet.metrics import summarize
 from mmanet.modality import Mask
-from mmanet.tasks.base import Evaluated
+from mmanet.tasks.base import AS_AVAILABLE, Evaluated
 
 if TYPE_CHECKING:
     from mmanet.data import DataBundle
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from mmanet.tasks import Task
 
 
-AS_AVAILABLE = "as available"  # the report row in which each sample uses all it has
 # what a pass may apply to each batch's inputs before the encoders (e.g. a corruption,
 # mmanet.corruption_eval): (the batch's modality tensors, the batch index) -> the inputs
 Corrupt = Callable[[dict[str, torch.Tensor], int], dict[str, torch.Tensor]]

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from mmanet.tasks.base import Direction, Passes
+from mmanet.tasks.base import AS_AVAILABLE, Direction, Passes
 from mmanet.tasks.classification import ClassificationTask
 
 if TYPE_CHECKING:
@@ -66,7 +66,13 @@ class AntiSpoofingTask(ClassificationTask):
         fide samples) gets NaN for the thresholds that need them, and for the metrics at
         those thresholds, with a ``notes`` entry. The report's names of the masks are
         ``passes.names`` (the engine's ModelPasses), else made up from the masks."""
-        from mmanet.spoofing_report import DET_SECTION, SECTION, TARGETS, threshold_header
+        from mmanet.spoofing_report import (
+            DET_SECTION,
+            SECTION,
+            TARGETS,
+            det_points,
+            threshold_header,
+        )
 
         if self.threshold == "val_eer" and calibration is None:
             raise ValueError("threshold=val_eer needs a calibration split")
@@ -98,7 +104,7 @@ class AntiSpoofingTask(ClassificationTask):
                 )
             metrics, marked = self._combination(s, y, thresholds, kept_types, notes)
             per_mask.append(metrics)
-            det[name] = {"points": _det(s, y, self.bona_fide_class), "marked": marked}
+            det[name] = {"points": det_points(s, y, self.bona_fide_class), "marked": marked}
         sections = {
             SECTION: {
                 "threshold": self.threshold,
@@ -120,22 +126,16 @@ class AntiSpoofingTask(ClassificationTask):
     ) -> tuple[dict[str, float], list[str]]:
         """``{"val_eer": t, "apcer_5": t, "apcer_1": t}`` of one combination's validation
         scores (:mod:`mmanet.operating_points`); NaN where the split lacks a class."""
-        from mmanet.operating_points import eer_threshold, threshold_at_apcer
-        from mmanet.spoofing_report import TARGETS
+        from mmanet.spoofing_report import validation_thresholds
 
         bona_fide = labels == self.bona_fide_class
         attacks, genuine = int((~bona_fide).sum()), int(bona_fide.sum())
         notes = []
-        thresholds = {"val_eer": math.nan, **dict.fromkeys(TARGETS, math.nan)}
-        if attacks and genuine:
-            thresholds["val_eer"] = eer_threshold(scores, labels, self.bona_fide_class)
-        else:
+        thresholds = validation_thresholds(scores, labels, self.bona_fide_class)
+        if not (attacks and genuine):
             missing = "attack" if not attacks else "bona fide"
             notes.append(f"the validation split has no {missing} sample here: no EER threshold")
-        if attacks:
-            for key, target in TARGETS.items():
-                thresholds[key] = threshold_at_apcer(scores, labels, self.bona_fide_class, target)
-        else:
+        if not attacks:
             notes.append("no validation attacks here: no threshold at a target APCER")
         return thresholds, notes
 
@@ -211,7 +211,7 @@ class AntiSpoofingTask(ClassificationTask):
         scores of every combination (not "as available") pooled; each combination's test
         APCER, BPCER and HTER at the pooled EER threshold and its BPCER / APCER at the
         pooled target-APCER thresholds."""
-        from mmanet.spoofing_report import TARGETS, fast_eer_threshold, fast_threshold_at_apcer
+        from mmanet.spoofing_report import TARGETS, validation_thresholds
 
         bona_fide = self.bona_fide_class
         thresholds = {"val_eer": math.nan, **dict.fromkeys(TARGETS, math.nan)}
@@ -220,9 +220,7 @@ class AntiSpoofingTask(ClassificationTask):
             rows = [i for i, mask in enumerate(masks) if mask is not None]
             pooled = torch.cat([v_scores[i, v_eligible[i], bona_fide] for i in rows])
             pooled_labels = torch.cat([v_labels[v_eligible[i]] for i in rows])
-            thresholds["val_eer"] = fast_eer_threshold(pooled, pooled_labels, bona_fide)
-            for key, target in TARGETS.items():
-                thresholds[key] = fast_threshold_at_apcer(pooled, pooled_labels, bona_fide, target)
+            thresholds = validation_thresholds(pooled, pooled_labels, bona_fide)
         combinations = {}
         for i, name in enumerate(names):
             keep = eligible[i]
@@ -245,18 +243,9 @@ class AntiSpoofingTask(ClassificationTask):
         }
 
 
-AS_AVAILABLE = "as available"  # the engine's name of the mask None (each sample's own)
-
-
 def _rates(point: Any) -> list[float]:
     """[APCER, BPCER] of an operating point (NaN for none)."""
     return [math.nan, math.nan] if point is None else [point.apcer, point.bpcer]
-
-
-def _det(scores: torch.Tensor, labels: torch.Tensor, bona_fide_class: int) -> list[list[float]]:
-    from mmanet.spoofing_report import det_points
-
-    return det_points(scores, labels, bona_fide_class)
 
 
 def _distinct(types: Sequence[str | None] | None) -> list[str] | None:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from mmanet.modality import Mask
     from mmanet.models import UnifiedNetwork
 
+AS_AVAILABLE = "as available"  # the report row in which each sample uses all it has
 Direction = Literal["min", "max"]  # a metric's better side: lower ("min") or higher
 DIRECTIONS: tuple[Direction, ...] = ("min", "max")
 
@@ -261,6 +262,7 @@ def build_task(data: DataBundle, config: Config) -> Task:
 
 
 __all__ = [
+    "AS_AVAILABLE",
     "DIRECTIONS",
     "Direction",
     "Evaluated",
